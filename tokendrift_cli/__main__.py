@@ -1,0 +1,3 @@
+from tokendrift_cli.cli import main
+
+main()
