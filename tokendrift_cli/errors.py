@@ -1,0 +1,17 @@
+"""Errors the CLI turns into exit codes: bad input exits 2 with one line, a failed job exits 1."""
+
+
+class InputError(Exception):
+    """Bad user input (a spec field, a file, a line in a file). Exit code 2."""
+
+
+class SpecError(InputError):
+    """A run spec that does not validate; carries one readable line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class JobError(Exception):
+    """The job itself failed. Exit code 1."""

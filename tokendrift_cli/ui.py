@@ -1,0 +1,69 @@
+"""What a person sees: a Rich console, progress bars and result tables.
+
+With --json, stdout carries exactly one JSON object, so everything Rich prints goes to stderr.
+With --quiet, nothing but errors (and the JSON object) is printed.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+class UI:
+    def __init__(self, *, json_mode: bool = False, quiet: bool = False):
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.console = Console(stderr=json_mode, quiet=quiet)
+        self.errors = Console(stderr=True, soft_wrap=True)  # one problem, one line
+
+    @contextmanager
+    def progress(self) -> Iterator[Progress]:
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=self.quiet,
+            transient=False,
+        )
+        with progress:
+            yield progress
+
+    def table(self, title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+        columns = list(columns or (rows[0].keys() if rows else []))
+        table = Table(title=title)
+        for name in columns:
+            table.add_column(name, justify="right" if rows and _is_number(rows[0].get(name)) else "left")
+        for row in rows:
+            table.add_row(*(_format(row.get(name)) for name in columns))
+        self.console.print(table)
+
+    def print_json(self, obj: Any) -> None:
+        """The one JSON object of --json, on stdout whatever the console's target is."""
+        from tokendrift_cli.runs import to_json
+
+        print(to_json(obj), end="", flush=True)
+
+    def error(self, message: str) -> None:
+        self.errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return "" if value is None else str(value)
