@@ -77,8 +77,11 @@ def _execute(
         ui.print_json(result)
 
 
+JOB_MODULES = {"train": "train", "sample": "sample", "eval": "evaluate", "probe": "probe", "marginal-trap": "marginal_trap"}
+
+
 def _job_module(command: str):
-    name = command.replace("-", "_")
+    name = JOB_MODULES[command]
     try:
         return importlib.import_module(f"tokendrift_cli.jobs.{name}")
     except ModuleNotFoundError as err:
@@ -271,6 +274,7 @@ def main() -> None:
     # Quiet the libraries' own chatter; our output is the tables and the JSON.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     app(prog_name="tokendrift")
 
 

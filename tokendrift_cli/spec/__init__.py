@@ -32,6 +32,7 @@ class LoggingSpec(StrictModel):
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
     eval_every: int = Field(100, ge=0, description="steps between validation NELBO runs; 0 disables")
     save_every: int = Field(100, ge=0, description="steps between checkpoints; 0 saves only at the end")
+    valid_sequences: int = Field(256, ge=1, description="validation sequences scored at each evaluation")
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept on disk")
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="Accelerate trackers")
 
