@@ -1,0 +1,183 @@
+"""The DiT denoiser: reference-layout conversion checked against a from-scratch recomputation."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tokendrift_cli.errors import InputError
+from tokendrift_cli.models.convert import convert_reference_state_dict
+from tokendrift_cli.models.dit import DiTConfig, DiTModel
+from tokendrift_cli.models.loading import load_denoiser
+
+V, D, H, LAYERS, COND, FREQ = 11, 16, 2, 2, 8, 256
+
+
+def reference_state_dict(seed=0) -> dict:
+    """Random tensors with the released checkpoints' names and shapes (HF wrapper: 'backbone.')."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=g) * 0.3  # noqa: E731
+    sd = {
+        "vocab_embed.embedding": r(V, D),
+        "sigma_map.mlp.0.weight": r(COND, FREQ), "sigma_map.mlp.0.bias": r(COND),
+        "sigma_map.mlp.2.weight": r(COND, COND), "sigma_map.mlp.2.bias": r(COND),
+        "rotary_emb.inv_freq": torch.zeros(D // H // 2),
+        "output_layer.norm_final.weight": 1 + r(D),
+        "output_layer.linear.weight": r(V, D), "output_layer.linear.bias": r(V),
+        "output_layer.adaLN_modulation.weight": r(2 * D, COND), "output_layer.adaLN_modulation.bias": r(2 * D),
+    }
+    for i in range(LAYERS):
+        sd |= {
+            f"blocks.{i}.norm1.weight": 1 + r(D), f"blocks.{i}.norm2.weight": 1 + r(D),
+            f"blocks.{i}.attn_qkv.weight": r(3 * D, D), f"blocks.{i}.attn_out.weight": r(D, D),
+            f"blocks.{i}.mlp.0.weight": r(4 * D, D), f"blocks.{i}.mlp.0.bias": r(4 * D),
+            f"blocks.{i}.mlp.2.weight": r(D, 4 * D), f"blocks.{i}.mlp.2.bias": r(D),
+            f"blocks.{i}.adaLN_modulation.weight": r(6 * D, COND), f"blocks.{i}.adaLN_modulation.bias": r(6 * D),
+        }
+    return {f"backbone.{k}": v for k, v in sd.items()}
+
+
+def recompute_logits(sd: dict, ids: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The reference DIT forward written out with plain tensor ops, one position at a time where clearer."""
+    sd = {k.removeprefix("backbone."): v.double() for k, v in sd.items()}
+    x = sd["vocab_embed.embedding"][ids]
+    half = FREQ // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / half)
+    t = torch.cat([torch.cos(sigma[:, None] * freqs), torch.sin(sigma[:, None] * freqs)], -1)
+    h = t @ sd["sigma_map.mlp.0.weight"].T + sd["sigma_map.mlp.0.bias"]
+    h = h * torch.sigmoid(h)
+    c = h @ sd["sigma_map.mlp.2.weight"].T + sd["sigma_map.mlp.2.bias"]
+    c = c * torch.sigmoid(c)
+
+    def norm(v, w):
+        mu = v.mean(-1, keepdim=True)
+        var = ((v - mu) ** 2).mean(-1, keepdim=True)
+        return (v - mu) / torch.sqrt(var + 1e-5) * w
+
+    L, hd = ids.shape[1], D // H
+    inv = 1.0 / 10000 ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+
+    def rotate(vec, pos):  # vec [hd] at position pos: pairs (i, i + hd/2) rotated by pos·inv_freq[i]
+        out = vec.clone()
+        for i in range(hd // 2):
+            a, b = vec[i], vec[i + hd // 2]
+            ang = pos * inv[i]
+            out[i] = a * math.cos(ang) - b * math.sin(ang)
+            out[i + hd // 2] = b * math.cos(ang) + a * math.sin(ang)
+        return out
+
+    for i in range(LAYERS):
+        p = f"blocks.{i}."
+        mod = c @ sd[p + "adaLN_modulation.weight"].T + sd[p + "adaLN_modulation.bias"]
+        sh1, sc1, g1, sh2, sc2, g2 = mod[:, None].chunk(6, -1)
+        y = norm(x, sd[p + "norm1.weight"]) * (1 + sc1) + sh1
+        qkv = y @ sd[p + "attn_qkv.weight"].T
+        out = torch.zeros_like(x)
+        for b in range(ids.shape[0]):
+            for head in range(H):
+                q = torch.stack([rotate(qkv[b, l, head * hd:(head + 1) * hd], l) for l in range(L)])
+                k = torch.stack([rotate(qkv[b, l, D + head * hd:D + (head + 1) * hd], l) for l in range(L)])
+                v = qkv[b, :, 2 * D + head * hd:2 * D + (head + 1) * hd]
+                att = torch.softmax(q @ k.T / math.sqrt(hd), -1)
+                out[b, :, head * hd:(head + 1) * hd] = att @ v
+        x = x + g1 * (out @ sd[p + "attn_out.weight"].T)
+        y = norm(x, sd[p + "norm2.weight"]) * (1 + sc2) + sh2
+        y = F.gelu(y @ sd[p + "mlp.0.weight"].T + sd[p + "mlp.0.bias"], approximate="tanh")
+        x = x + g2 * (y @ sd[p + "mlp.2.weight"].T + sd[p + "mlp.2.bias"])
+    mod = c @ sd["output_layer.adaLN_modulation.weight"].T + sd["output_layer.adaLN_modulation.bias"]
+    shift, scale = mod[:, None].chunk(2, -1)
+    y = norm(x, sd["output_layer.norm_final.weight"]) * (1 + scale) + shift
+    return y @ sd["output_layer.linear.weight"].T + sd["output_layer.linear.bias"]
+
+
+def converted_model(time_conditioning=True) -> tuple[DiTModel, dict]:
+    sd = reference_state_dict()
+    config = DiTConfig(vocab_size=V, hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H, cond_dim=COND,
+                       dropout=0.0, time_conditioning=time_conditioning, mask_token_id=V - 1, max_position_embeddings=8)
+    model = DiTModel(config).eval()
+    model.load_state_dict(convert_reference_state_dict(sd, model.state_dict()))
+    return model, sd
+
+
+def test_converted_logits_equal_a_straightforward_recomputation():
+    model, sd = converted_model()
+    ids = torch.tensor([[1, 4, 10, 2, 7], [3, 3, 0, 9, 10]])
+    sigma = torch.tensor([0.3, 2.0])
+    expected = recompute_logits(sd, ids, sigma)
+    torch.testing.assert_close(model(input_ids=ids, sigma=sigma).double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_time_conditioning_off_feeds_zero_sigma():
+    on, sd = converted_model(time_conditioning=True)
+    off, _ = converted_model(time_conditioning=False)
+    ids = torch.tensor([[1, 2, 3]])
+    assert not torch.allclose(on(input_ids=ids, sigma=torch.tensor([0.5])), on(input_ids=ids, sigma=torch.tensor([2.0])))
+    torch.testing.assert_close(off(input_ids=ids, sigma=torch.tensor([2.0])), on(input_ids=ids, sigma=torch.tensor([0.0])))
+
+
+def test_one_hot_soft_tokens_equal_ids_and_carry_gradient():
+    model, _ = converted_model()
+    ids = torch.tensor([[1, 4, 10, 2]])
+    probs = F.one_hot(ids, V).float().requires_grad_(True)
+    sigma = torch.tensor([1.0])
+    torch.testing.assert_close(model(inputs_probs=probs, sigma=sigma), model(input_ids=ids, sigma=sigma))
+    model(inputs_probs=probs, sigma=sigma).logsumexp(-1).sum().backward()
+    assert probs.grad is not None and probs.grad.abs().sum() > 0
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    model, _ = converted_model()
+    model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    again = DiTModel.from_pretrained(tmp_path / "m").eval()
+    ids = torch.tensor([[5, 6, 7]])
+    torch.testing.assert_close(again(input_ids=ids, sigma=torch.tensor([0.7])), model(input_ids=ids, sigma=torch.tensor([0.7])))
+    assert again.config.mask_token_id == V - 1
+
+
+def test_conversion_names_the_missing_and_unknown_key():
+    model, sd = converted_model()
+    broken = dict(sd)
+    del broken["backbone.blocks.1.attn_out.weight"]
+    with pytest.raises(KeyError, match="blocks.1.attn_out.weight"):
+        convert_reference_state_dict(broken, model.state_dict())
+    extra = dict(sd, **{"backbone.blocks.0.extra.weight": torch.zeros(1)})
+    with pytest.raises(KeyError, match="blocks.0.extra.weight"):
+        convert_reference_state_dict(extra, model.state_dict())
+
+
+def test_load_reference_format_folder_and_lightning_ckpt(tmp_path):
+    from safetensors.torch import save_file
+
+    model, sd = converted_model()
+    folder = tmp_path / "mdlm-owt"
+    folder.mkdir()
+    save_file(sd, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model_type": "mdlm", "n_heads": H, "time_conditioning": True, "model_length": 8}))
+    loaded = load_denoiser(str(folder)).eval()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(loaded(input_ids=ids, sigma=torch.tensor([0.4])), model(input_ids=ids, sigma=torch.tensor([0.4])))
+    assert loaded.config.backbone == "mdlm" and loaded.config.mask_token_id == V - 1
+
+    ckpt = tmp_path / "duo.ckpt"
+    torch.save({"state_dict": sd | {"noise.dummy": torch.zeros(1)},
+                "hyper_parameters": {"config": {"model": {"n_heads": H, "length": 8}, "algo": {"name": "duo", "time_conditioning": True}}}}, ckpt)
+    duo = load_denoiser(str(ckpt)).eval()
+    assert duo.config.backbone == "duo" and duo.config.mask_token_id is None
+    torch.testing.assert_close(duo(input_ids=ids, sigma=torch.tensor([0.4])), model(input_ids=ids, sigma=torch.tensor([0.4])))
+
+
+def test_load_from_a_train_run_dir_prefers_the_final_model(tmp_path):
+    model, _ = converted_model()
+    model.save_pretrained(tmp_path / "run" / "checkpoints" / "checkpoint-10" / "model")
+    assert load_denoiser(str(tmp_path / "run")).config.vocab_size == V
+    with pytest.raises(InputError, match="is a mdlm backbone, not duo"):
+        load_denoiser(str(tmp_path / "run"), backbone="duo")
+
+
+def test_unreachable_hub_name_is_a_one_line_input_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="could not be fetched from the hub"):
+        load_denoiser("kuleshov-group/mdlm-owt")
