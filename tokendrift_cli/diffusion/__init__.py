@@ -1,0 +1,21 @@
+"""Diffusion processes: MDLM (masked) and DUO (uniform-state), their losses and samplers."""
+
+from __future__ import annotations
+
+from tokendrift_cli.diffusion.duo import DUO
+from tokendrift_cli.diffusion.mdlm import MDLM, LossOutput
+from tokendrift_cli.diffusion.schedule import LogLinearSchedule
+from tokendrift_cli.spec.diffusion import DiffusionSpec
+
+__all__ = ["DUO", "MDLM", "LossOutput", "LogLinearSchedule", "make_process"]
+
+
+def make_process(backbone: str, spec: DiffusionSpec, vocab_size: int, mask_id: int | None, time_conditioning: bool):
+    schedule = LogLinearSchedule(spec.eps)
+    if backbone == "mdlm":
+        if mask_id is None:
+            raise ValueError("MDLM needs a mask token id")
+        return MDLM(vocab_size, mask_id, schedule, spec.sampling_eps, spec.antithetic, time_conditioning)
+    if backbone == "duo":
+        return DUO(vocab_size, schedule, spec.sampling_eps, spec.antithetic, time_conditioning)
+    raise ValueError(f"unknown backbone {backbone!r}")

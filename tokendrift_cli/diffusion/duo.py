@@ -1,0 +1,99 @@
+"""DUO: uniform-state diffusion (Sahoo et al. 2025, "The Diffusion Duality").
+
+Forward process: q(x_t | x_0) = alpha_t · onehot(x_0) + (1 - alpha_t) / K over the K tokens.
+The denoiser predicts x0 at every position (mean parameterisation, no carry-over: any token
+may be noise). Its continuous-time NELBO is the uniform-state (UDLM) bound that the DUO
+repository's `DUO_BASE.nll_per_token` computes; sampling is ancestral with the exact posterior
+q(x_s | x_t, x0 ~ p_theta) and a greedy last step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tokendrift_cli.diffusion.mdlm import Denoiser, LossOutput
+from tokendrift_cli.diffusion.sampling import categorical, prediction_probs
+from tokendrift_cli.diffusion.schedule import LogLinearSchedule, sample_times
+
+
+class DUO:
+    def __init__(
+        self, vocab_size: int, schedule: LogLinearSchedule, sampling_eps: float = 1e-3,
+        antithetic: bool = True, time_conditioning: bool = True,
+    ):
+        self.vocab_size, self.schedule = vocab_size, schedule
+        self.sampling_eps, self.antithetic, self.time_conditioning = sampling_eps, antithetic, time_conditioning
+
+    def q_xt(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        resample = torch.rand(x0.shape, generator=generator, device=x0.device) < 1 - self.schedule.alpha(t)[:, None]
+        noise = torch.randint(0, self.vocab_size, x0.shape, generator=generator, device=x0.device)
+        return torch.where(resample, noise, x0)
+
+    def nelbo_per_token(self, log_probs: torch.Tensor, xt: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The uniform-state continuous-time NELBO integrand at time t, per token [B, L].
+
+        With x̄ = K·alpha·x + (1 - alpha) (the forward marginal scaled by K) for the true one-hot x0
+        and for the prediction x_theta, it is (alpha'/(K alpha)) · (term1 - term2): zero exactly
+        when x_theta = onehot(x0), positive otherwise.
+        """
+        K = self.vocab_size
+        alpha = self.schedule.alpha(t)[:, None].double()
+        dalpha = self.schedule.dalpha(t)[:, None].double()
+        x_bar_theta = K * alpha[..., None] * log_probs.double().exp() + (1 - alpha[..., None])
+        same = (x0 == xt).double()
+        x_bar_xt = (1 - alpha) + K * alpha * same
+        theta_xt = x_bar_theta.gather(-1, xt.unsqueeze(-1)).squeeze(-1)
+        theta_x0 = x_bar_theta.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+        term1 = K * (1 / x_bar_xt - 1 / theta_xt)
+
+        const = (1 - alpha) / (K * alpha + 1 - alpha)
+        coef = same * const + (1 - same)
+        offset = ((K - 1) * const * same - (1 - same) / const) * const.log()
+        term2 = -coef * (x_bar_theta.log().sum(-1) - K * theta_xt.log())
+        term2 = term2 - K * alpha / (1 - alpha) * (theta_x0.log() - theta_xt.log()) * (1 - same) + offset
+        return (dalpha / (K * alpha) * (term1 - term2)).float()
+
+    def loss(self, denoiser: Denoiser, x0: torch.Tensor, generator: torch.Generator) -> LossOutput:
+        t = sample_times(x0.shape[0], generator, x0.device, self.sampling_eps, self.antithetic)
+        xt = self.q_xt(x0, t, generator)
+        sigma = self.schedule.sigma(t)
+        log_probs = denoiser(xt, sigma).log_softmax(-1)
+        per_token = self.nelbo_per_token(log_probs, xt, x0, t)
+        return LossOutput(per_token.mean(), per_token, log_probs, xt, sigma)
+
+    @torch.no_grad()
+    def val_nelbo(self, denoiser: Denoiser, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.loss(denoiser, x0, generator).loss
+
+    def posterior(self, probs: torch.Tensor, xt: torch.Tensor, alpha_s: torch.Tensor, alpha_t: torch.Tensor) -> torch.Tensor:
+        """q(x_s | x_t, x0 ~ probs) ∝ q(x_t | x_s) · q(x_s | x0), closed form, [B, L, K]."""
+        K = self.vocab_size
+        alpha_ts = alpha_t / alpha_s
+        at_xt = torch.zeros_like(probs).scatter(-1, xt.unsqueeze(-1), 1.0)
+        numerator = (
+            alpha_t * K * probs * at_xt
+            + (alpha_ts - alpha_t) * at_xt
+            + (alpha_s - alpha_t) * probs
+            + (1 - alpha_ts) * (1 - alpha_s) / K
+        )
+        return numerator / (alpha_t * K * probs.gather(-1, xt.unsqueeze(-1)) + 1 - alpha_t)
+
+    @torch.no_grad()
+    def sample(
+        self, denoiser: Denoiser, batch: int, seq_len: int, nfe: int, generator: torch.Generator,
+        temperature: float = 1.0, top_p: float = 1.0, cache: bool = True,
+    ) -> tuple[torch.Tensor, int]:
+        """From uniform noise: nfe - 1 ancestral steps on t = 1 → 1/nfe, then one greedy step
+        (x = argmax p_theta(x0 | x_t)), so exactly `nfe` denoiser calls. `cache` has no effect:
+        the prediction depends on t."""
+        device = generator.device
+        x = torch.randint(0, self.vocab_size, (batch, seq_len), generator=generator, device=device)
+        times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=device)
+        for step in range(nfe - 1):
+            probs = prediction_probs(self._predict(denoiser, x, times[step]), temperature, top_p)
+            q = self.posterior(probs, x, self.schedule.alpha(times[step + 1]), self.schedule.alpha(times[step]))
+            x = categorical(q, generator)
+        return self._predict(denoiser, x, times[nfe - 1]).argmax(-1), nfe
+
+    def _predict(self, denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return denoiser(x, self.schedule.sigma(t).float().expand(x.shape[0])).log_softmax(-1)
