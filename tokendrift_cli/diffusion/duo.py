@@ -57,7 +57,7 @@ class DUO:
         t = sample_times(x0.shape[0], generator, x0.device, self.sampling_eps, self.antithetic)
         xt = self.q_xt(x0, t, generator)
         sigma = self.schedule.sigma(t)
-        log_probs = denoiser(xt, sigma).log_softmax(-1)
+        log_probs = self.predict(denoiser, xt, sigma)
         per_token = self.nelbo_per_token(log_probs, xt, x0, t)
         return LossOutput(per_token.mean(), per_token, log_probs, xt, sigma)
 
@@ -78,6 +78,10 @@ class DUO:
         )
         return numerator / (alpha_t * K * probs.gather(-1, xt.unsqueeze(-1)) + 1 - alpha_t)
 
+    def predict(self, denoiser: Denoiser, xt: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """log p_theta(x0 | x_t): every position is predicted (any token may be noise)."""
+        return denoiser(xt, sigma).log_softmax(-1)
+
     @torch.no_grad()
     def sample(
         self, denoiser: Denoiser, batch: int, seq_len: int, nfe: int, generator: torch.Generator,
@@ -86,14 +90,20 @@ class DUO:
         """From uniform noise: nfe - 1 ancestral steps on t = 1 → 1/nfe, then one greedy step
         (x = argmax p_theta(x0 | x_t)), so exactly `nfe` denoiser calls. `cache` has no effect:
         the prediction depends on t."""
-        device = generator.device
-        x = torch.randint(0, self.vocab_size, (batch, seq_len), generator=generator, device=device)
-        times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=device)
+        x, sigma = self.rollout(denoiser, batch, seq_len, nfe, generator, temperature, top_p)
+        return self.predict(denoiser, x, sigma).argmax(-1), nfe
+
+    @torch.no_grad()
+    def rollout(
+        self, denoiser: Denoiser, batch: int, seq_len: int, nfe: int, generator: torch.Generator,
+        temperature: float = 1.0, top_p: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first nfe - 1 steps of `sample`: (x_t, sigma_t) that the last call sees."""
+        times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=generator.device)
+        x = torch.randint(0, self.vocab_size, (batch, seq_len), generator=generator, device=generator.device)
         for step in range(nfe - 1):
-            probs = prediction_probs(self._predict(denoiser, x, times[step]), temperature, top_p)
+            sigma = self.schedule.sigma(times[step]).float().expand(batch)
+            probs = prediction_probs(self.predict(denoiser, x, sigma), temperature, top_p)
             q = self.posterior(probs, x, self.schedule.alpha(times[step + 1]), self.schedule.alpha(times[step]))
             x = categorical(q, generator)
-        return self._predict(denoiser, x, times[nfe - 1]).argmax(-1), nfe
-
-    def _predict(self, denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return denoiser(x, self.schedule.sigma(t).float().expand(x.shape[0])).log_softmax(-1)
+        return x, self.schedule.sigma(times[nfe - 1]).float().expand(batch)

@@ -50,11 +50,15 @@ class MDLM:
         carried = torch.full_like(log_probs, NEG_INF).scatter(-1, xt.unsqueeze(-1), 0.0)
         return torch.where((xt != self.mask_id).unsqueeze(-1), carried, log_probs)
 
+    def predict(self, denoiser: Denoiser, xt: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """log p_theta(x0 | x_t) under SUBS."""
+        return self.subs(denoiser(xt, sigma), xt)
+
     def loss(self, denoiser: Denoiser, x0: torch.Tensor, generator: torch.Generator) -> LossOutput:
         t = sample_times(x0.shape[0], generator, x0.device, self.sampling_eps, self.antithetic)
         xt = self.q_xt(x0, t, generator)
         sigma = self.schedule.sigma(t)
-        log_probs = self.subs(denoiser(xt, sigma), xt)
+        log_probs = self.predict(denoiser, xt, sigma)
         log_p_x0 = log_probs.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # 0 where carried over
         weight = self.schedule.dalpha(t) / (1 - self.schedule.alpha(t))
         per_token = (weight[:, None] * log_p_x0).where(xt == self.mask_id, torch.zeros_like(log_p_x0))
@@ -75,22 +79,36 @@ class MDLM:
         With `cache` (and no time conditioning, so the prediction depends on x_t only), a step in
         which no token changed reuses the last prediction: that call is skipped and not counted.
         """
-        device = generator.device
-        x = torch.full((batch, seq_len), self.mask_id, dtype=torch.long, device=device)
-        times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=device)
+        times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=generator.device)
+        return self._steps(denoiser, self._prior(batch, seq_len, generator), times, generator, temperature, top_p, cache)
+
+    @torch.no_grad()
+    def rollout(
+        self, denoiser: Denoiser, batch: int, seq_len: int, nfe: int, generator: torch.Generator,
+        temperature: float = 1.0, top_p: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first nfe - 1 steps of `sample`: (x_t, sigma_t) that the last call would see."""
+        times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=generator.device)
+        x, _ = self._steps(denoiser, self._prior(batch, seq_len, generator), times[:nfe], generator, temperature, top_p, cache=True)
+        return x, self.schedule.sigma(times[nfe - 1]).float().expand(batch)
+
+    def _prior(self, batch: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.full((batch, seq_len), self.mask_id, dtype=torch.long, device=generator.device)
+
+    def _steps(self, denoiser, x, times, generator, temperature, top_p, cache) -> tuple[torch.Tensor, int]:
+        """Ancestral transitions t_i → t_{i+1} along `times`; returns (x, calls made)."""
+        batch = x.shape[0]
         probs, calls = None, 0
-        for step in range(nfe):
+        for step in range(len(times) - 1):
             alpha_t, alpha_s = self.schedule.alpha(times[step]), self.schedule.alpha(times[step + 1])
             if probs is None:
                 sigma = self.schedule.sigma(times[step]).float().expand(batch)
-                log_probs = self.subs(denoiser(x, sigma), x)
-                probs = prediction_probs(log_probs, temperature, top_p)
+                probs = prediction_probs(self.predict(denoiser, x, sigma), temperature, top_p)
                 calls += 1
             # q(x_s | x_t, x0 ~ p): a masked token is revealed with probability (alpha_s - alpha_t) / (1 - alpha_t).
             reveal = probs * (alpha_s - alpha_t) / (1 - alpha_t)
             reveal[..., self.mask_id] = (1 - alpha_s) / (1 - alpha_t)
-            proposal = categorical(reveal, generator)
-            x_next = torch.where(x == self.mask_id, proposal, x)
+            x_next = torch.where(x == self.mask_id, categorical(reveal, generator), x)
             if not cache or self.time_conditioning or not torch.equal(x_next, x):
                 probs = None
             x = x_next

@@ -1,0 +1,323 @@
+"""`tokendrift train`: the diffusion loss, optionally plus TokenDrift, on Hugging Face Accelerate.
+
+Reproducibility is by construction: the data order is a seeded stream of permutations and every
+micro-batch draws its noise from a generator seeded by (seed, step, micro-batch, rank). So the
+matched baseline (`objective: diffusion`) sees exactly the batches and noise of the TokenDrift
+run, and a resumed run continues exactly where the checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from tokendrift_cli.data import load_data
+from tokendrift_cli.diffusion import make_process
+from tokendrift_cli.errors import InputError, JobError
+from tokendrift_cli.models.dit import as_denoiser
+from tokendrift_cli.models.ema import EMA
+from tokendrift_cli.models.loading import build_denoiser
+from tokendrift_cli.runs import RunDir, atomic_write_text, to_json
+from tokendrift_cli.spec import TrainSpec
+from tokendrift_cli.ui import UI
+
+CHECKPOINTS = "checkpoints"
+
+
+def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
+    accelerator = Accelerator(
+        gradient_accumulation_steps=spec.optim.grad_accum,
+        mixed_precision=spec.optim.mixed_precision,
+        log_with=spec.logging.trackers or None,
+        project_dir=str(run.path),
+    )
+    set_seed(spec.seed)
+    micro_batch = _micro_batch_size(spec, accelerator.num_processes)
+
+    data, tokenizer = load_data(spec.data, seed=spec.seed)
+    train_set = data["train"].with_format("torch")
+    valid_ids = data["validation"].with_format("torch")[: spec.logging.valid_sequences]["input_ids"]
+    model = build_denoiser(spec.model, tokenizer, seq_len=spec.data.seq_len)
+    process = make_process(
+        spec.model.backbone, spec.diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
+    )
+    objective = _objective(spec, model, tokenizer, accelerator)
+
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=spec.optim.lr, betas=spec.optim.betas, weight_decay=spec.optim.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(spec))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    ema = EMA(accelerator.unwrap_model(model), spec.optim.ema) if spec.optim.ema > 0 else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    if spec.logging.trackers:
+        accelerator.init_trackers("tokendrift", config=spec.model_dump(mode="json"))
+
+    start_step = _resume(run, accelerator) if run.resume else 0
+    stream = _IndexStream(len(train_set), spec.seed)
+    tokens_per_step = spec.optim.batch_size * spec.data.seq_len
+    last: dict = {}
+    window: list[dict] = []
+    started = time.perf_counter()
+
+    with ui.progress() as progress:
+        task = progress.add_task("train", total=spec.optim.max_steps, completed=start_step, info="")
+        for step in range(start_step + 1, spec.optim.max_steps + 1):
+            step_started = time.perf_counter()
+            model.train()
+            for micro in range(spec.optim.grad_accum):
+                offset = ((step - 1) * spec.optim.grad_accum + micro) * micro_batch * accelerator.num_processes
+                indices = stream.take(offset + accelerator.process_index * micro_batch, micro_batch)
+                x0 = train_set[indices]["input_ids"].to(accelerator.device)
+                generator = _generator(accelerator.device, spec.seed, step, micro, accelerator.process_index)
+                with accelerator.accumulate(model):
+                    loss, stats = objective(model, process, x0, generator)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and spec.optim.grad_clip > 0:
+                        stats["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), spec.optim.grad_clip))
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                window.append(stats)
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(model))
+
+            row = {"step": step, "lr": scheduler.get_last_lr()[0], **_mean(window, accelerator)}
+            row["tokens_per_s"] = tokens_per_step / (time.perf_counter() - step_started)
+            window = []
+            if spec.logging.eval_every and step % spec.logging.eval_every == 0 or step == spec.optim.max_steps:
+                row.update(_validate(model, ema, process, valid_ids, spec, accelerator))
+            if step % spec.logging.log_every == 0 or step == spec.optim.max_steps or "val_nelbo" in row:
+                run.log_metrics(row)
+                if spec.logging.trackers:
+                    accelerator.log(row, step=step)
+            last.update(row)
+            progress.update(task, advance=1, info=_progress_info(row))
+            if spec.logging.save_every and step % spec.logging.save_every == 0 or step == spec.optim.max_steps:
+                _save_checkpoint(run, accelerator, model, ema, tokenizer, step, spec.logging.keep_checkpoints)
+
+    model_dir = _save_final(run, accelerator, model, ema, tokenizer)
+    accelerator.end_training()
+    seconds = time.perf_counter() - started
+    steps_done = spec.optim.max_steps - start_step
+    result = {
+        "backbone": spec.model.backbone,
+        "objective": spec.objective,
+        "steps": spec.optim.max_steps,
+        "steps_this_run": steps_done,
+        "processes": accelerator.num_processes,
+        "resumed_from": start_step or None,
+        "seconds": seconds,
+        "tokens_per_s": steps_done * tokens_per_step / seconds if seconds > 0 else None,
+        **{key: last[key] for key in ("loss", "diffusion_loss", "drift_loss", "val_nelbo", "val_ppl") if key in last},
+        "model_path": str(model_dir),
+        "checkpoint": str(_latest_checkpoint(run.path)),
+    }
+    ui.table(f"tokendrift train · {spec.model.backbone} · {spec.objective}", [
+        {"": key, "value": value} for key, value in result.items() if value is not None
+    ])
+    return result
+
+
+# ---------------------------------------------------------------------------- objective
+
+
+def _objective(spec: TrainSpec, model, tokenizer, accelerator: Accelerator):
+    """The per-micro-batch loss: diffusion NELBO, plus the drift loss under `objective: tokendrift`."""
+    if spec.objective == "diffusion":
+        def diffusion_only(model, process, x0, generator):
+            out = process.loss(as_denoiser(model), x0, generator)
+            return out.loss, {"loss": out.loss.detach(), "diffusion_loss": out.loss.detach()}
+
+        return diffusion_only
+
+    from tokendrift_cli.drift import build_encoder, drift_loss
+
+    drift = spec.drift
+    encoder = build_encoder(drift, model, tokenizer).to(accelerator.device) if drift.variant != "logit" else None
+    gather = accelerator.gather if accelerator.num_processes > 1 else None
+
+    def tokendrift(model, process, x0, generator):
+        denoiser = as_denoiser(model)
+        out = process.loss(denoiser, x0, generator)
+        log_probs = out.log_probs
+        if drift.negatives == "rollout":  # drift what a fixed-NFE sampler's last call predicts
+            xt, sigma = process.rollout(denoiser, x0.shape[0], x0.shape[1], drift.rollout_nfe, generator)
+            log_probs = process.predict(denoiser, xt, sigma)
+        drift_value, drift_stats = drift_loss(log_probs, x0, encoder, drift, gather=gather)
+        loss = drift.weight * drift_value + (out.loss if drift.keep_diffusion else 0)
+        stats = {"loss": loss.detach(), "diffusion_loss": out.loss.detach(), "drift_loss": drift_value.detach()}
+        return loss, {**stats, **drift_stats}
+
+    return tokendrift
+
+
+@torch.no_grad()
+def _validate(model, ema, process, valid_ids, spec: TrainSpec, accelerator: Accelerator) -> dict:
+    """Validation NELBO (nats/token) and its perplexity bound, with fixed noise so steps compare."""
+    raw = accelerator.unwrap_model(model)
+    raw.eval()
+    generator = _generator(accelerator.device, spec.seed, -1, 0, 0)
+    context = ema.swapped_in(raw) if ema is not None else nullcontext()
+    with context:
+        total, count = 0.0, 0
+        for batch in valid_ids.split(spec.optim.batch_size):
+            nelbo = process.val_nelbo(as_denoiser(raw), batch.to(accelerator.device), generator)
+            total += float(nelbo) * batch.numel()
+            count += batch.numel()
+    nelbo = total / count
+    return {"val_nelbo": nelbo, "val_ppl": math.exp(nelbo)}
+
+
+# ---------------------------------------------------------------------------- data order and noise
+
+
+class _IndexStream:
+    """Training sequence k is permutation_{k // n}[k % n]: epochs of seeded shuffles, addressable by position."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+        self._epochs: dict[int, torch.Tensor] = {}
+
+    def _epoch(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._epochs:
+            self._epochs = {epoch: torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))}
+        return self._epochs[epoch]
+
+    def take(self, start: int, count: int) -> list[int]:
+        return [int(self._epoch(k // self.size)[k % self.size]) for k in range(start, start + count)]
+
+
+def _generator(device: torch.device, *key: int) -> torch.Generator:
+    seed = int(np.random.SeedSequence([abs(k) + (k < 0) * 2**31 for k in key]).generate_state(1)[0])
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _micro_batch_size(spec: TrainSpec, num_processes: int) -> int:
+    parts = spec.optim.grad_accum * num_processes
+    if spec.optim.batch_size % parts:
+        raise InputError(
+            f"optim.batch_size: {spec.optim.batch_size} sequences do not split over "
+            f"{num_processes} process(es) × {spec.optim.grad_accum} accumulation steps"
+        )
+    return spec.optim.batch_size // parts
+
+
+def _lr_lambda(spec: TrainSpec):
+    warmup, total = spec.optim.warmup_steps, spec.optim.max_steps
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if spec.optim.schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(run: RunDir, accelerator: Accelerator, model, ema, tokenizer, step: int, keep: int) -> None:
+    """Write checkpoint-<step> under a temporary name and rename it: a crash never leaves half of one."""
+    root = run.path / CHECKPOINTS
+    final = root / f"checkpoint-{step}"
+    tmp = root / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        _save_model(accelerator, model, ema, tokenizer, tmp / "model")
+        atomic_write_text(tmp / "trainer_state.json", to_json({"step": step}))
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in _checkpoints(run.path)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _save_final(run: RunDir, accelerator: Accelerator, model, ema, tokenizer) -> Path:
+    model_dir = run.path / "model"
+    if accelerator.is_main_process:
+        tmp = run.path / ".model.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        _save_model(accelerator, model, ema, tokenizer, tmp)
+        _fsync_tree(tmp)
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        os.replace(tmp, model_dir)
+    accelerator.wait_for_everyone()
+    return model_dir
+
+
+def _save_model(accelerator: Accelerator, model, ema, tokenizer, folder: Path) -> None:
+    """The weights users sample from: the EMA weights when EMA is on, as a save_pretrained folder."""
+    raw = accelerator.unwrap_model(model)
+    with ema.swapped_in(raw) if ema is not None else nullcontext():
+        raw.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def _resume(run: RunDir, accelerator: Accelerator) -> int:
+    checkpoint = _latest_checkpoint(run.path)
+    if checkpoint is None:
+        raise InputError(f"--resume {run.path}: no checkpoint to resume from")
+    accelerator.load_state(str(checkpoint))
+    step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    run.truncate_metrics(last_step=step)
+    return step
+
+
+def _checkpoints(run_path: Path) -> list[Path]:
+    root = run_path / CHECKPOINTS
+    found = [p for p in root.glob("checkpoint-*") if p.is_dir()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _latest_checkpoint(run_path: Path) -> Path | None:
+    found = _checkpoints(run_path)
+    return found[-1] if found else None
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+# ---------------------------------------------------------------------------- small helpers
+
+
+def _mean(window: list[dict], accelerator: Accelerator) -> dict:
+    """Mean of each logged statistic over the step's micro-batches (where logged) and processes."""
+    keys = sorted(set().union(*window))
+    values = torch.stack([torch.stack([torch.as_tensor(s.get(k, float("nan")), dtype=torch.float32) for k in keys]) for s in window])
+    values = accelerator.reduce(values.nanmean(0).to(accelerator.device), reduction="mean")
+    return {k: float(v) for k, v in zip(keys, values.cpu())}
+
+
+def _progress_info(row: dict) -> str:
+    parts = [f"loss {row['loss']:.3f}"]
+    if "drift_norm" in row:
+        parts.append(f"drift {row['drift_norm']:.3f}")
+    parts.append(f"{row['tokens_per_s']:.0f} tok/s")
+    return " · ".join(parts)
