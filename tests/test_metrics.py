@@ -1,0 +1,137 @@
+"""Gen.-PPL (judge LM and exact oracle), entropy and n-gram JSD against independent computations."""
+
+import math
+
+import pytest
+import torch
+
+from tokendrift_cli.data.synthetic import SyntheticLanguage
+from tokendrift_cli.metrics.genppl import HFJudge
+from tokendrift_cli.metrics.oracle import OracleJudge
+from tokendrift_cli.metrics.text_stats import jensen_shannon, ngram_counts, ngram_jsd, sample_entropy
+
+WORDS = ["<|endoftext|>", "<unk>", "the", "cat", "dog", "runs", "sleeps", "a", "big", "."]
+
+
+@pytest.fixture(scope="module")
+def tiny_judge(tmp_path_factory):
+    """A tiny GPT-2 and word-level tokenizer, built and saved locally like a hub judge."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("judge")
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", unk_token="<unk>").save_pretrained(folder)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(WORDS), n_positions=8, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+TEXTS = [
+    "the cat runs . the dog sleeps . a big cat runs . the dog",  # longer than the 8-token context: chunked
+    "a big dog sleeps <|endoftext|> the cat",  # EOS in the middle
+    "the dog .",  # short: padded with EOS
+]
+
+
+def reference_gen_ppl(folder: str, texts: list[str]) -> float:
+    """One text at a time, written from the protocol: pad to the longest with EOS, 8-token chunks,
+    count non-EOS targets and the first EOS of each chunk."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    rows = [tokenizer(t)["input_ids"] for t in texts]
+    width = max(map(len, rows))
+    nll, count = 0.0, 0
+    for row in rows:
+        mask = [1] * len(row) + [0] * (width - len(row))
+        row = row + [0] * (width - len(row))
+        for start in range(0, width, 8):
+            chunk, chunk_mask = row[start:start + 8], mask[start:start + 8]
+            with torch.no_grad():
+                logits = model(torch.tensor([chunk]), attention_mask=torch.tensor([chunk_mask])).logits[0]
+            seen_eos = 0
+            for position, token in enumerate(chunk):
+                seen_eos += token == 0
+                if position == 0:
+                    continue
+                if token != 0 or seen_eos == 1:
+                    nll -= float(logits[position - 1].log_softmax(-1)[token])
+                    count += 1
+    return math.exp(nll / count)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_hf_judge_matches_an_independent_loop(tiny_judge, batch_size):
+    got = HFJudge(tiny_judge, device="cpu", batch_size=batch_size).score(TEXTS)
+    assert got.gen_ppl == pytest.approx(reference_gen_ppl(tiny_judge, TEXTS), rel=1e-4)
+
+
+def test_evaluate_module_loads_offline_and_agrees(tiny_judge, monkeypatch):
+    import evaluate
+
+    import tokendrift_cli.metrics.genppl_metric as module
+
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
+    metric = evaluate.load(module.__path__[0])
+    result = metric.compute(predictions=TEXTS, model_id=tiny_judge, batch_size=2)
+    assert result["gen_ppl"] == pytest.approx(HFJudge(tiny_judge, device="cpu").score(TEXTS).gen_ppl, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    return OracleJudge(SyntheticLanguage(), epsilon=1e-3)
+
+
+def test_oracle_on_the_languages_own_samples_is_exp_entropy(oracle):
+    language, length = oracle.language, 24
+    result = oracle.score_ids(language.sample(4000, length, seed=0))
+    assert result.acceptance == 1.0
+    assert math.log(result.gen_ppl_accepted) == pytest.approx(language.entropy(length), rel=0.02)
+    # Smoothing costs at most log(1 / (1 - eps)) per token on valid text.
+    assert math.log(result.gen_ppl) == pytest.approx(math.log(result.gen_ppl_accepted), abs=1.1e-3)
+
+
+def test_oracle_scores_uniform_noise_far_worse_and_rejects_it(oracle):
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, oracle.language.num_data_tokens, (500, 24), generator=g)
+    result = oracle.score_ids(noise)
+    floor = oracle.floor(24, 1000, seed=1)
+    assert result.acceptance < 0.01
+    assert result.gen_ppl > 20 * floor["gen_ppl"]
+    assert floor["exact_gen_ppl"] == pytest.approx(math.exp(oracle.language.entropy(24)))
+
+
+def test_oracle_smoothing_by_hand(oracle):
+    language = oracle.language
+    ids = torch.tensor([language.encode("I likes tennis .")])
+    probs = language.next_word_probs(ids)[0]
+    p_i = float(probs[0, ids[0, 0]])
+    expected_nll = -math.log((1 - 1e-3) * p_i + 1e-3 / language.num_data_tokens) - 3 * math.log(1e-3 / language.num_data_tokens)
+    assert math.log(oracle.score_ids(ids).gen_ppl) == pytest.approx(expected_nll / 4, rel=1e-9)
+
+
+def test_sample_entropy_by_hand():
+    assert sample_entropy([[1, 1, 2, 2], [5, 5, 5, 5]]) == pytest.approx((math.log(2) + 0.0) / 2)
+
+
+def test_jensen_shannon_bounds_and_a_hand_case():
+    a, b = ngram_counts([["x", "y"]], 1), ngram_counts([["z", "w"]], 1)
+    assert jensen_shannon(a, a) == 0.0 and jensen_shannon(a, b) == pytest.approx(1.0)
+    # p = (1, 0), q = (1/2, 1/2): JSD = 1/2 [log2(1/0.75)] + 1/2 [1/2 log2(0.5/0.75) + 1/2 log2(0.5/0.25)]
+    p, q = ngram_counts([["x", "x"]], 1), ngram_counts([["x", "y"]], 1)
+    expected = 0.5 * math.log2(1 / 0.75) + 0.5 * (0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25))
+    assert jensen_shannon(p, q) == pytest.approx(expected)
+
+
+def test_ngram_jsd_sees_a_collapsed_sampler():
+    language = SyntheticLanguage()
+    reference = [language.decode(row) for row in language.sample(300, 24, seed=0).tolist()]
+    fresh = [language.decode(row) for row in language.sample(300, 24, seed=1).tolist()]
+    collapsed = ["the cat sleeps . " * 6] * 300
+    same, gamed = ngram_jsd(fresh, reference), ngram_jsd(collapsed, reference)
+    assert same["jsd_1"] < 0.01 and gamed["jsd_1"] > 0.5  # unigrams: the collapse is plain
+    assert gamed["mean"] > 3 * same["mean"]  # higher n are sparse at 300 samples, but still far apart
