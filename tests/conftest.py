@@ -23,3 +23,22 @@ def cli():
         return result.exit_code, result.stdout, result.stderr
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny MDLM trained briefly on the synthetic language: a train run dir other commands read."""
+    from typer.testing import CliRunner
+
+    from tokendrift_cli.cli import app
+
+    out = tmp_path_factory.mktemp("runs") / "train-mdlm"
+    args = [
+        "train", "--objective", "diffusion", "--max-steps", "60", "--out", str(out), "--quiet",
+        "--set", "data.num_train=2048", "--set", "data.num_valid=64", "--set", "data.seq_len=16",
+        "--set", "optim.batch_size=32", "--set", "optim.lr=1e-3", "--set", "logging.eval_every=0",
+        "--set", f"data.cache_dir={tmp_path_factory.mktemp('cache')}",
+    ]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return out

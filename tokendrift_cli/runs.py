@@ -123,13 +123,16 @@ class RunDir:
         return self.write_text(name, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
 
     def save_figure(self, name: str, fig: Any) -> Path:
-        """Save a matplotlib figure as PNG, atomically."""
+        """Save a matplotlib figure as PNG, atomically, and close it."""
         import io
+
+        import matplotlib.pyplot as plt
 
         if self.is_main:
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
             atomic_write_bytes(self.file(name), buf.getvalue())
+        plt.close(fig)
         return self.file(name)
 
     def log_metrics(self, row: dict) -> None:

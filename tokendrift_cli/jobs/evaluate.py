@@ -1,0 +1,203 @@
+"""`tokendrift eval`: judge samples from files or from models swept over NFE.
+
+Each row of the result is one (source, NFE): Gen.-PPL under the judge, mean sample entropy,
+grammar acceptance (oracle judge), n-gram JSD to held-out text, and the model's validation
+NELBO perplexity bound. A PNG plots Gen.-PPL and entropy against NFE, one line per model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tokendrift_cli.data.synthetic import SyntheticLanguage
+from tokendrift_cli.errors import InputError
+from tokendrift_cli.jobs.sample import generate, latest_train_run, load_for_sampling
+from tokendrift_cli.metrics.text_stats import ngram_jsd, sample_entropy
+from tokendrift_cli.plots import subplots
+from tokendrift_cli.runs import RunDir
+from tokendrift_cli.spec import EvalSpec, read_spec_file
+from tokendrift_cli.spec.data import DataSpec
+from tokendrift_cli.ui import UI
+
+
+@dataclass
+class Samples:
+    texts: list[str]
+    ids: list[list[int]] | None  # the sampler's own token ids, when known
+
+
+def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
+    evaluation = spec.evaluation
+    rows: list[dict] = []
+    floor = None
+    if spec.samples:
+        samples = read_samples(spec.samples)
+        language = _language_if_synthetic(samples.texts)
+        rows.append({"source": spec.samples, "nfe": None, **_score(samples, language, spec, None)})
+    for reference in spec.models or ([] if spec.samples else [latest_train_run()]):
+        model, tokenizer, process = load_for_sampling(reference)
+        language = _language_for_model(reference, tokenizer)
+        val_ppl = _val_ppl(reference, model, process, language, spec) if "val_ppl" in evaluation.metrics else None
+        for nfe in evaluation.nfe:
+            sampling = spec.sampling.model_copy(update={"nfe": nfe})
+            generation = generate(model, process, sampling, spec.seed, ui)
+            ids = generation.ids.tolist()
+            samples = Samples(tokenizer.batch_decode(ids), ids)
+            row = {"source": reference, "nfe": nfe, "nfe_used": float(generation.nfe_used.float().mean())}
+            row.update(_score(samples, language, spec, generation.ids.shape[1]))
+            if val_ppl is not None:
+                row["val_ppl"] = val_ppl
+            rows.append(row)
+        if language is not None and _judge_name(evaluation.genppl_model, language) == "oracle":
+            from tokendrift_cli.metrics.oracle import OracleJudge
+
+            judge = OracleJudge(language, evaluation.oracle_epsilon)
+            floor = judge.floor(generation.ids.shape[1], spec.sampling.num_samples, spec.seed + 1)
+
+    columns = ["source", "nfe", "gen_ppl", "entropy", "acceptance", "ngram_jsd", "val_ppl"]
+    ui.table("tokendrift eval", rows, [c for c in columns if any(c in r for r in rows)])
+    if floor:
+        ui.console.print(f"floor (the language's own samples): Gen.-PPL {floor['gen_ppl']:.3f}, exact {floor['exact_gen_ppl']:.3f}")
+    plot = _plot(run, rows)
+    return {"rows": rows, "floor": floor, "plot": str(plot) if plot else None}
+
+
+def read_samples(path: str) -> Samples:
+    """samples.jsonl: one object a line with a string `text` and optional integer list `ids`."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"samples: {path}: file not found")
+    texts, ids = [], []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise InputError(f"{path}:{number}: expected an object with a string field 'text'")
+        row_ids = row.get("ids")
+        if row_ids is not None and not (isinstance(row_ids, list) and all(isinstance(i, int) for i in row_ids)):
+            raise InputError(f"{path}:{number}: 'ids' must be a list of integers")
+        texts.append(row["text"])
+        ids.append(row_ids)
+    if not texts:
+        raise InputError(f"{path}: no samples")
+    return Samples(texts, ids if all(i is not None for i in ids) else None)
+
+
+def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec, seq_len: int | None) -> dict:
+    evaluation = spec.evaluation
+    result: dict = {"num_samples": len(samples.texts)}
+    if "genppl" in evaluation.metrics:
+        judge_name = _judge_name(evaluation.genppl_model, language)
+        result["judge"] = judge_name
+        if judge_name == "oracle":
+            from tokendrift_cli.metrics.oracle import OracleJudge
+
+            if language is None:
+                raise InputError("evaluation.genppl_model: the oracle judges only the built-in synthetic language")
+            judge = OracleJudge(language, evaluation.oracle_epsilon)
+            scored = judge.score_ids(torch.tensor(samples.ids)) if samples.ids else judge.score_texts(samples.texts)
+            result.update(gen_ppl=scored.gen_ppl, gen_ppl_accepted=scored.gen_ppl_accepted, acceptance=scored.acceptance)
+        else:
+            from tokendrift_cli.metrics.genppl import HFJudge
+
+            judge = HFJudge(judge_name, batch_size=evaluation.judge_batch_size, dtype=evaluation.judge_dtype)
+            scored = judge.score(samples.texts, max_length=seq_len)
+            result.update(gen_ppl=scored.gen_ppl, judged_tokens=scored.num_tokens, protocol="duo: retokenize, eos-pad, chunk, first-eos")
+    if "entropy" in evaluation.metrics:
+        tokens = samples.ids or [text.split() for text in samples.texts]
+        result["entropy"] = sample_entropy(tokens)
+    if "ngram_jsd" in evaluation.metrics:
+        reference = _reference_texts(evaluation.reference, language, len(samples.texts), seq_len, spec.seed)
+        if reference is not None:
+            jsd = ngram_jsd(samples.texts, reference, evaluation.ngram_max)
+            result["ngram_jsd"] = jsd["mean"]
+            result["ngram_jsd_by_n"] = {k: v for k, v in jsd.items() if k != "mean"}
+    return result
+
+
+def _judge_name(requested: str, language: SyntheticLanguage | None) -> str:
+    if requested == "auto":
+        return "oracle" if language is not None else "gpt2-large"
+    return requested
+
+
+def _language_for_model(reference: str, tokenizer) -> SyntheticLanguage | None:
+    """The synthetic language a model was trained on, recognised by its tokenizer's vocabulary."""
+    data = _run_data_spec(reference) or DataSpec()
+    language = SyntheticLanguage(p_eos=data.p_eos)
+    vocab = tokenizer.get_vocab()
+    return language if vocab == {word: i for i, word in enumerate(language.vocab)} else None
+
+
+def _language_if_synthetic(texts: list[str]) -> SyntheticLanguage | None:
+    language = SyntheticLanguage()
+    words = set(language.vocab)
+    return language if all(word in words for text in texts for word in text.split()) else None
+
+
+def _run_data_spec(reference: str) -> DataSpec | None:
+    path = Path(reference) / "spec.yaml"
+    if not path.is_file():
+        return None
+    return DataSpec.model_validate(read_spec_file(path).get("data", {}))
+
+
+def _reference_texts(path: str | None, language: SyntheticLanguage | None, count: int, seq_len: int | None, seed: int) -> list[str] | None:
+    if path:
+        from tokendrift_cli.data.text import read_documents
+
+        return read_documents(path)
+    if language is not None:
+        length = seq_len or 32
+        return [language.decode(row) for row in language.sample(max(count, 256), length, seed + 2).tolist()]
+    return None
+
+
+def _val_ppl(reference: str, model, process, language: SyntheticLanguage | None, spec: EvalSpec) -> float | None:
+    """exp(validation NELBO per token): the perplexity bound on the run's held-out data."""
+    from tokendrift_cli.data import load_data
+    from tokendrift_cli.models.dit import as_denoiser
+
+    data_spec = _run_data_spec(reference)
+    if data_spec is None:
+        if language is None:
+            return None  # no known held-out data for a model from elsewhere
+        data_spec = DataSpec(seq_len=model.config.max_position_embeddings)
+    data, _ = load_data(data_spec, seed=spec.seed)
+    valid = data["validation"].with_format("torch")[: spec.evaluation.valid_sequences]["input_ids"]
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(spec.seed)
+    total, count = 0.0, 0
+    for batch in valid.split(spec.sampling.batch_size):
+        total += float(process.val_nelbo(as_denoiser(model), batch.to(device), generator)) * batch.numel()
+        count += batch.numel()
+    return math.exp(total / count)
+
+
+def _plot(run: RunDir, rows: list[dict]) -> Path | None:
+    swept = [r for r in rows if r["nfe"] is not None and "gen_ppl" in r]
+    if not swept:
+        return None
+    fig, axes = subplots(ncols=2)
+    for source in dict.fromkeys(r["source"] for r in swept):
+        mine = sorted((r for r in swept if r["source"] == source), key=lambda r: r["nfe"])
+        label = Path(source).name or source
+        axes[0, 0].plot([r["nfe"] for r in mine], [r["gen_ppl"] for r in mine], marker="o", label=label)
+        if all("entropy" in r for r in mine):
+            axes[0, 1].plot([r["nfe"] for r in mine], [r["entropy"] for r in mine], marker="o", label=label)
+    for ax, title in zip(axes[0], ("Gen.-PPL", "sample entropy (nats)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("NFE")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_yscale("log")
+    return run.save_figure("genppl_vs_nfe.png", fig)
