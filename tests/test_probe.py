@@ -83,7 +83,7 @@ def test_collapse_onset_recovers_the_injected_one(tokenizer):
     # Entropy at slot 10 by hand: (1 - w, w) with w = 10/21, plus the fake's 1e-6 floor on all 11 words.
     w = 10 / 21
     probs = [(p + 1e-6) / (1 + 11e-6) for p in [1 - w, w] + [0.0] * 9]
-    assert rows[9]["mean_entropy"] == pytest.approx(-sum(p * math.log(p) for p in probs), rel=1e-5)
+    assert rows[9]["mean_entropy"] == pytest.approx(-sum(p * math.log(p) for p in probs), rel=1e-4)  # float32 logits
     # Every prompt gets the same distribution: the prompt no longer matters anywhere.
     assert all(r["prompt_divergence_bits"] < 1e-9 for r in rows)
 
