@@ -98,11 +98,11 @@ def test_batch_that_does_not_split_is_rejected(cli, tmp_path):
 
 
 def test_two_processes_gather_drift_features(tmp_path):
-    """accelerate launch with 2 CPU processes: drift positives/negatives come from the global batch."""
+    """Two CPU processes (torchrun; `accelerate launch --multi_gpu --num_processes 2` is the same on a
+    CPU-only machine): drift positives and negatives come from the global batch."""
     out = tmp_path / "ddp"
     done = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "-m", "tokendrift_cli", "train", "--objective", "tokendrift", "--max-steps", "2", "--out", str(out), "--quiet",
          *FAST],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,

@@ -36,6 +36,8 @@ CHECKPOINTS = "checkpoints"
 
 def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     accelerator = Accelerator(
+        # Several processes on a machine without CUDA (torchrun, accelerate launch): gloo on CPU.
+        cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         gradient_accumulation_steps=spec.optim.grad_accum,
         mixed_precision=spec.optim.mixed_precision,
         log_with=spec.logging.trackers or None,

@@ -33,7 +33,8 @@ class Validity:
         n, p = self.total, self.rate
         center = (p + z * z / (2 * n)) / (1 + z * z / n)
         half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return max(0.0, center - half), min(1.0, center + half)
+        # The interval always holds p; min/max only guard against rounding at p = 0 or 1.
+        return max(0.0, min(p, center - half)), min(1.0, max(p, center + half))
 
 
 class JointTable:
