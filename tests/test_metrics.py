@@ -105,13 +105,15 @@ def test_oracle_scores_uniform_noise_far_worse_and_rejects_it(oracle):
     assert floor["exact_gen_ppl"] == pytest.approx(math.exp(oracle.language.entropy(24)))
 
 
-def test_oracle_smoothing_by_hand(oracle):
-    language = oracle.language
-    ids = torch.tensor([language.encode("I likes tennis .")])
-    probs = language.next_word_probs(ids)[0]
-    p_i = float(probs[0, ids[0, 0]])
-    expected_nll = -math.log((1 - 1e-3) * p_i + 1e-3 / language.num_data_tokens) - 3 * math.log(1e-3 / language.num_data_tokens)
-    assert math.log(oracle.score_ids(ids).gen_ppl) == pytest.approx(expected_nll / 4, rel=1e-9)
+def test_oracle_gen_ppl_is_the_noisy_channel_likelihood(oracle):
+    language, eps = oracle.language, oracle.epsilon
+    ids = torch.tensor([language.encode("I like tennis ."), language.encode("I likes tennis .")])
+    result = oracle.score_ids(ids)
+    assert math.log(result.gen_ppl) == pytest.approx(float(-language.noisy_log_prob(ids, eps).sum()) / 8, rel=1e-12)
+    valid, slipped = language.noisy_log_prob(ids, eps).tolist()
+    # A valid sentence keeps nearly its exact probability; one wrong word costs about log(|V| / eps).
+    assert valid == pytest.approx(float(language.log_prob(ids[:1])) + 4 * math.log(1 - eps), abs=0.05)
+    assert 0.5 * math.log(language.num_data_tokens / eps) < valid - slipped < 1.5 * math.log(language.num_data_tokens / eps)
 
 
 def test_sample_entropy_by_hand():

@@ -78,6 +78,17 @@ def test_marginals_batched_with_scattered_masks(tiny, everything):
             torch.testing.assert_close(got[row, position], expected, rtol=0, atol=1e-12)
 
 
+def test_noisy_channel_likelihood_equals_brute_force(tiny, everything):
+    """p(x) = Σ_w P(w) Π_t [(1 - eps)·[x_t = w_t] + eps / |V|], summed over every true sequence w."""
+    ids, probs = everything
+    eps, vocab = 0.1, tiny.num_data_tokens
+    for observed in [tiny.encode("he eats bread <eos> we"), tiny.encode("he eat chess chess he")]:
+        x = torch.tensor(observed)
+        channel = ((1 - eps) * (ids == x).double() + eps / vocab).prod(1)
+        expected = float((probs * channel).sum())
+        assert float(tiny.noisy_log_prob(x.unsqueeze(0), eps).exp()) == pytest.approx(expected, rel=1e-10)
+
+
 def test_impossible_observation_is_an_error(tiny):
     with pytest.raises(ValueError, match="probability 0"):
         tiny.marginals(torch.tensor(tiny.encode("she play chess <eos> we")), torch.tensor([False, False, True, False, False]))

@@ -228,6 +228,25 @@ class SyntheticLanguage:
             state = self.next_state[state, flat[:, t]]
         return total.reshape(ids.shape[:-1])
 
+    def noisy_log_prob(self, ids: torch.Tensor, epsilon: float) -> torch.Tensor:
+        """log p(ids) when each token is the language's word with probability 1 - epsilon, or a
+        uniformly random data token otherwise (a noisy channel, marginalised by the forward
+        algorithm). Finite for every sequence; a wrong token costs about log(1/epsilon) and the
+        automaton keeps tracking the sentence behind it."""
+        ids = torch.as_tensor(ids)
+        flat = ids.reshape(-1, ids.shape[-1])
+        any_word = self.transition[:, : self.num_data_tokens].sum(1) * (epsilon / self.num_data_tokens)  # [S, S]
+        alpha = torch.zeros(flat.shape[0], len(self.states), dtype=torch.float64)
+        alpha[:, 0] = 1.0
+        total = torch.zeros(flat.shape[0], dtype=torch.float64)
+        for t in range(flat.shape[1]):
+            step = (1 - epsilon) * self.transition[:, flat[:, t], :].permute(1, 0, 2) + any_word
+            alpha = torch.bmm(alpha.unsqueeze(1), step).squeeze(1)
+            norm = alpha.sum(1)
+            total += norm.log()
+            alpha = alpha / norm.unsqueeze(1)
+        return total.reshape(ids.shape[:-1])
+
     def accepts(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.isfinite(self.log_prob(ids))
 

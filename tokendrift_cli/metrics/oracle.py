@@ -1,11 +1,13 @@
 """The exact judge for the built-in synthetic language.
 
-The language's own next-word probabilities replace a judge LM. A sample the grammar cannot
-produce has infinite NLL, so Gen.-PPL is computed under the language mixed with a small
-uniform share, p_eps(x_t | x_<t) = (1 - eps) · P(x_t | x_<t) + eps / |V| (after an impossible
-prefix only the uniform share is left): every sample gets a finite score and invalid ones pay
-for it. Acceptance (the share of samples the grammar produces) is reported beside it, and so is
-the floor: exp(entropy per token) of the language itself, the best any model can score.
+The language's own probabilities replace a judge LM. A sample the grammar cannot produce has
+infinite NLL, so Gen.-PPL is computed under a noisy channel: each token is the language's word
+with probability 1 - eps, or a uniformly random token otherwise, marginalised exactly by the
+forward algorithm. Every sample gets a finite score, a wrong token costs about log(|V| / eps),
+and the judge keeps tracking the sentence after it (as a judge LM would), so a sample with one
+slip scores a little worse than a valid one rather than infinitely worse. Acceptance (the share
+of samples the grammar produces) is reported beside it, and so is the floor: exp(entropy per
+token) of the language itself, the best any model can score.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tokendrift_cli.data.synthetic import SyntheticLanguage
 
 @dataclass
 class OracleResult:
-    gen_ppl: float  # exp(mean smoothed NLL per token), all samples
+    gen_ppl: float  # exp(NLL per token under the noisy channel), all samples
     gen_ppl_accepted: float | None  # exp(mean exact NLL per token) over accepted samples only
     acceptance: float
     num_samples: int
@@ -36,13 +38,11 @@ class OracleJudge:
 
     def score_ids(self, ids: torch.Tensor) -> OracleResult:
         ids = torch.as_tensor(ids)
-        probs = self.language.next_word_probs(ids).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-        smoothed = (1 - self.epsilon) * probs + self.epsilon / self.language.num_data_tokens
-        nll = -smoothed.log()
+        nll = -self.language.noisy_log_prob(ids, self.epsilon)
         accepted = self.language.accepts(ids)
         exact = self.language.log_prob(ids[accepted])
         return OracleResult(
-            gen_ppl=math.exp(float(nll.mean())),
+            gen_ppl=math.exp(float(nll.sum()) / ids.numel()),
             gen_ppl_accepted=math.exp(float(-exact.sum()) / (int(accepted.sum()) * ids.shape[1])) if accepted.any() else None,
             acceptance=float(accepted.float().mean()),
             num_samples=ids.shape[0],
