@@ -25,7 +25,7 @@ from pathlib import Path
 
 PLANS = {
     "full": dict(pretrain_steps=3000, continue_steps=1000, checkpoint_every=200, num_samples=256, batch_size=64, seq_len=32),
-    "quick": dict(pretrain_steps=60, continue_steps=20, checkpoint_every=10, num_samples=32, batch_size=16, seq_len=16),
+    "quick": dict(pretrain_steps=30, continue_steps=10, checkpoint_every=5, num_samples=16, batch_size=8, seq_len=16),
 }
 NFES = [4, 8, 16, 32]
 ARMS = ["init", "baseline", "tokendrift"]
