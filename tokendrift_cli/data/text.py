@@ -6,9 +6,9 @@ as MDLM's "wrap" mode does for OpenWebText: no padding, and a block may start mi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from tokendrift_cli.data.jsonl import read_jsonl
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.spec.data import DataSpec
 
@@ -16,25 +16,11 @@ from tokendrift_cli.spec.data import DataSpec
 def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
     """A .txt file holds one document per non-empty line; a .jsonl file one {text_field: ...} object per line."""
     path = Path(path)
+    if path.suffix == ".jsonl":
+        return [row[text_field] for _, row in read_jsonl(path, text_field, "documents", "data.source")]
     if not path.is_file():
         raise InputError(f"data.source: {path}: file not found")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if path.suffix != ".jsonl":
-        return [line for line in lines if line.strip()]
-    documents = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-            raise InputError(f"{path}:{number}: expected an object with a string field '{text_field}'")
-        documents.append(row[text_field])
-    if not documents:
-        raise InputError(f"{path}: no documents")
-    return documents
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def wrap(token_lists: list[list[int]], eos_id: int, seq_len: int) -> list[list[int]]:

@@ -7,13 +7,13 @@ NELBO perplexity bound. A PNG plots Gen.-PPL and entropy against NFE, one line p
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from tokendrift_cli.data.jsonl import read_jsonl
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.jobs.sample import generate, latest_train_run, load_for_sampling
@@ -69,26 +69,13 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
 
 def read_samples(path: str) -> Samples:
     """samples.jsonl: one object a line with a string `text` and optional integer list `ids`."""
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"samples: {path}: file not found")
     texts, ids = [], []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise InputError(f"{path}:{number}: expected an object with a string field 'text'")
+    for number, row in read_jsonl(path, "text", "samples", "samples"):
         row_ids = row.get("ids")
         if row_ids is not None and not (isinstance(row_ids, list) and all(isinstance(i, int) for i in row_ids)):
             raise InputError(f"{path}:{number}: 'ids' must be a list of integers")
         texts.append(row["text"])
         ids.append(row_ids)
-    if not texts:
-        raise InputError(f"{path}: no samples")
     return Samples(texts, ids if all(i is not None for i in ids) else None)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from tokendrift_cli.data.jsonl import read_jsonl
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.metrics.probe_stats import PositionStats, categorize, collapse_onset, entropy
 from tokendrift_cli.models.adapters import MaskedLMAdapter, load_adapter
@@ -118,23 +119,8 @@ def _load_prompts(spec: ProbeCommandSpec) -> list[dict]:
 
 
 def read_prompts(path: str) -> list[dict]:
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"probe.prompts: {path}: file not found")
-    prompts = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise InputError(f"{path}:{number}: expected an object with a string field 'prompt'")
-        prompts.append({"id": row.get("id", len(prompts)), "prompt": row["prompt"]})
-    if not prompts:
-        raise InputError(f"{path}: no prompts")
-    return prompts
+    rows = read_jsonl(path, "prompt", "prompts", "probe.prompts")
+    return [{"id": row.get("id", index), "prompt": row["prompt"]} for index, (_, row) in enumerate(rows)]
 
 
 def prompts_from_lima(path: str, n: int, seed: int) -> list[dict]:

@@ -1,0 +1,30 @@
+"""Reading user JSONL files: every bad line is an InputError naming the file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokendrift_cli.errors import InputError
+
+
+def read_jsonl(path: str | Path, field: str, what: str, option: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-empty line; each object must hold a string `field`.
+    `what` names the rows in the 'no rows' error, `option` the spec field in 'file not found'."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{option}: {path}: file not found")
+    rows = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get(field), str):
+            raise InputError(f"{path}:{number}: expected an object with a string field '{field}'")
+        rows.append((number, row))
+    if not rows:
+        raise InputError(f"{path}: no {what}")
+    return rows
