@@ -193,6 +193,10 @@ class SyntheticLanguage:
         index = {w: i for i, w in enumerate(self.vocab)}
         return [index.get(w, 1) for w in text.split()]
 
+    def owns(self, tokenizer) -> bool:
+        """Whether a tokenizer is this language's (a model trained on it carries one)."""
+        return tokenizer.get_vocab() == {word: i for i, word in enumerate(self.vocab)}
+
     def tokenizer(self):
         """A `transformers` fast tokenizer over the same ids (word level, whitespace split)."""
         from tokenizers import Tokenizer, models, pre_tokenizers

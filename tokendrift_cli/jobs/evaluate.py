@@ -121,8 +121,7 @@ def _language_for_model(reference: str, tokenizer) -> SyntheticLanguage | None:
     """The synthetic language a model was trained on, recognised by its tokenizer's vocabulary."""
     data = _run_data_spec(reference) or DataSpec()
     language = SyntheticLanguage(p_eos=data.p_eos)
-    vocab = tokenizer.get_vocab()
-    return language if vocab == {word: i for i, word in enumerate(language.vocab)} else None
+    return language if language.owns(tokenizer) else None
 
 
 def _language_if_synthetic(texts: list[str]) -> SyntheticLanguage | None:

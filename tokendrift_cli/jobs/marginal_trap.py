@@ -95,7 +95,7 @@ def _model(spec: TrapCommandSpec, rng: np.random.Generator, run: RunDir, ui: UI)
     language = SyntheticLanguage()
     if model.config.mask_token_id is None:
         raise InputError(f"trap.model: {reference} is a {model.config.backbone} backbone; model mode needs a masked one")
-    if load_tokenizer_for(reference).get_vocab() != {w: i for i, w in enumerate(language.vocab)}:
+    if not language.owns(load_tokenizer_for(reference)):
         raise InputError(f"trap.model: {reference} was not trained on the synthetic language, whose grammar judges validity")
     contexts, exact_tables = _bound_contexts(language, 2, trap.max_span, trap.num_contexts, trap.seq_len, spec.seed)
     estimates = [_model_pair(model, ids, slots, trap.top_m, trap.tau) for ids, slots in contexts]

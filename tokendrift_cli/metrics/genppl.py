@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from tokendrift_cli.errors import InputError
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from tokendrift_cli.models.loading import DTYPES
 
 
 @dataclass

@@ -12,9 +12,9 @@ from typing import Callable
 import torch
 
 from tokendrift_cli.errors import InputError
+from tokendrift_cli.models.loading import DTYPES
 from tokendrift_cli.spec.probe import ProbeSpec
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 

@@ -13,6 +13,7 @@ from tokendrift_cli.models.dit import DiTConfig, DiTModel
 from tokendrift_cli.spec.model import ModelSpec
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_model_dir(reference: str) -> Path | None:
