@@ -24,6 +24,18 @@ def test_reproduce_quick(tmp_path):
     for name in ("genppl_vs_nfe-quick.png", "genppl_nfe4_vs_step-quick.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
+    # ablate.py continues the checkpoints reproduce.py pretrained
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablate.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ablation = json.loads((tmp_path / "ablate-quick.json").read_text())
+    assert {(r["backbone"], r["setting"]) for r in ablation["rows"]} == {
+        (b, s) for b in ("mdlm", "duo") for s in ("baseline", "defaults", "roll-out, straight-through")
+    }
+    spec = (tmp_path / "ablate-quick" / "mdlm-roll-out-straight-through" / "spec.yaml").read_text()
+    assert "negatives: rollout" in spec and "lift: straight-through" in spec and "seq_len: 16" in spec
+    assert "| mdlm | defaults |" in (tmp_path / "ablate-quick.md").read_text()
+
 
 def test_speed_quick(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--out", str(tmp_path)],

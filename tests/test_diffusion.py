@@ -190,3 +190,44 @@ def test_top_p_keeps_the_smallest_nucleus():
 
     probs = prediction_probs(torch.tensor([0.5, 0.3, 0.15, 0.05]).log(), top_p=0.75)
     torch.testing.assert_close(probs.float(), torch.tensor([0.625, 0.375, 0.0, 0.0]))
+
+
+class CallIndexStub:
+    """Call k (0-based) predicts token k with near certainty; `scale` carries a gradient."""
+
+    def __init__(self):
+        self.calls = 0
+        self.scale = torch.tensor(20.0, requires_grad=True)
+
+    def __call__(self, x, sigma):
+        logits = self.scale * torch.nn.functional.one_hot(torch.tensor(self.calls), K + 1).float()
+        self.calls += 1
+        return logits.expand(*x.shape, K + 1)
+
+
+def test_mdlm_sample_with_predictions_keeps_the_revealing_call_per_position():
+    """Each position carries the prediction of the call that revealed it, with its graph."""
+    stub = CallIndexStub()
+    ids, log_probs = mdlm().sample_with_predictions(stub, 64, 12, 4, torch.Generator().manual_seed(0))
+    assert stub.calls == 4 and not (ids == K).any()
+    assert torch.equal(log_probs.argmax(-1), ids)  # call k revealed exactly the positions holding k
+    assert set(ids.unique().tolist()) == {0, 1, 2, 3}  # every call revealed something
+    # linspace(1, 0, 5) reveals a quarter of the positions per step in expectation
+    torch.testing.assert_close(torch.bincount(ids.flatten()).float() / ids.numel(), torch.full((4,), 0.25), atol=0.03, rtol=0)
+    log_probs[..., K - 1].sum().backward()  # d log p(5) / d scale = -p(k) ≈ -1 at every position
+    torch.testing.assert_close(stub.scale.grad, torch.tensor(-64.0 * 12), rtol=1e-3, atol=0)
+
+
+def test_duo_sample_with_predictions_is_the_sampler_with_its_last_call_differentiable():
+    class Linear:
+        weight = torch.linspace(0, 1, K).requires_grad_()
+
+        def __call__(self, x, sigma):
+            return torch.nn.functional.one_hot(x, K).float() * 3 + self.weight
+
+    expected, _ = duo().sample(Linear(), 8, 10, 4, torch.Generator().manual_seed(3))
+    model = Linear()
+    ids, log_probs = duo().sample_with_predictions(model, 8, 10, 4, torch.Generator().manual_seed(3))
+    assert torch.equal(ids, expected) and torch.equal(log_probs.argmax(-1), ids)
+    log_probs.sum().backward()
+    assert model.weight.grad is not None

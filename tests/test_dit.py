@@ -181,3 +181,38 @@ def test_unreachable_hub_name_is_a_one_line_input_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="could not be fetched from the hub"):
         load_denoiser("kuleshov-group/mdlm-owt")
+
+
+def test_backbone_copy_encoder_reads_every_block_and_stays_frozen():
+    from tokendrift_cli.drift.encoders import BackboneCopyEncoder
+
+    model, _ = converted_model(time_conditioning=False)
+    ids = torch.tensor([[1, 4, 10, 2]])
+    probs = F.one_hot(ids, V).float()
+    every = BackboneCopyEncoder(model, None)(probs)
+    assert len(every) == LAYERS
+    # the last block's output is what the model's head reads: the same logits as the model
+    c = model.conditioning(None, 1, ids.device)
+    torch.testing.assert_close(model.output_layer(every[-1], c).float(), model(input_ids=ids))
+    embeddings = BackboneCopyEncoder(model, (0, -1))(probs)
+    torch.testing.assert_close(embeddings[0], probs @ model.get_input_embeddings().embedding)
+    torch.testing.assert_close(embeddings[1], every[-1])
+    encoder = BackboneCopyEncoder(model, None)
+    with torch.no_grad():
+        model.get_input_embeddings().embedding.add_(1.0)  # training the denoiser leaves the copy alone
+    assert all(not p.requires_grad for p in encoder.parameters())
+    torch.testing.assert_close(encoder(probs)[-1], every[-1])
+
+
+def test_transformers_encoder_reads_a_local_gpt2_by_layer(tmp_path):
+    from transformers import GPT2Config, GPT2Model
+
+    from tokendrift_cli.drift.encoders import TransformersEncoder
+
+    reference = GPT2Model(GPT2Config(vocab_size=V - 1, n_positions=8, n_embd=16, n_layer=3, n_head=2)).eval()
+    reference.save_pretrained(tmp_path)
+    ids = torch.tensor([[1, 4, 9, 2]])
+    probs = F.one_hot(ids, V).float()  # one column more than GPT-2 has: MDLM's [MASK], dropped
+    features = TransformersEncoder(str(tmp_path), None)(probs)
+    assert len(features) == 3
+    torch.testing.assert_close(features[-1], reference(input_ids=ids).last_hidden_state)

@@ -98,7 +98,7 @@ def test_lift_keeps_carried_rows_one_hot_and_pool_shapes():
 
 
 class TinyEncoder(torch.nn.Module):
-    """A frozen linear 'encoder' over soft tokens."""
+    """A frozen linear 'encoder' over soft tokens, one feature layer."""
 
     def __init__(self, vocab, dim):
         super().__init__()
@@ -106,7 +106,7 @@ class TinyEncoder(torch.nn.Module):
         self.requires_grad_(False)
 
     def forward(self, probs):
-        return torch.tanh(self.proj(probs))
+        return [torch.tanh(self.proj(probs))]
 
 
 def test_gradient_reaches_the_logits_not_the_encoder_and_matches_the_closed_form():
@@ -166,3 +166,42 @@ def test_toy_categorical_model_moves_to_the_data_distribution():
     assert averages[-1] < 0.05 * history[0]
     # Falls on average: no window is worse than the one before, up to the noise of the floor.
     assert all(b <= a + 0.02 for a, b in zip(averages, averages[1:])), averages
+
+
+class TwoLayerEncoder(torch.nn.Module):
+    """A frozen encoder with two feature layers."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.first, self.second = TinyEncoder(vocab, 3), TinyEncoder(vocab, 2)
+
+    def forward(self, probs):
+        return self.first(probs) + self.second(probs)
+
+
+def test_several_feature_layers_average_their_drift_losses():
+    torch.manual_seed(1)
+    log_probs = torch.randn(6, 4, 5).log_softmax(-1)
+    x0 = torch.randint(0, 5, (6, 4))
+    both = TwoLayerEncoder(5)
+    spec = DriftSpec(temperatures=[0.5])
+    loss, _ = drift_loss(log_probs, x0, both, spec)
+    first, _ = drift_loss(log_probs, x0, both.first, spec)
+    second, _ = drift_loss(log_probs, x0, both.second, spec)
+    assert float(loss) == pytest.approx((float(first) + float(second)) / 2, rel=1e-6)
+
+
+def test_straight_through_lift_drifts_the_tokens_with_the_probabilities_gradient():
+    """Forward: the loss of the sampled tokens' one-hots. Backward: through the probabilities."""
+    torch.manual_seed(2)
+    logits = torch.randn(6, 4, 5, requires_grad=True)
+    x0, tokens = torch.randint(0, 5, (6, 4)), torch.randint(0, 5, (6, 4))
+    encoder, spec = TinyEncoder(5, 3), DriftSpec(temperatures=[0.5], lift="straight-through")
+    loss, _ = drift_loss(logits.log_softmax(-1), x0, encoder, spec, tokens=tokens)
+    hard = torch.nn.functional.one_hot(tokens, 5).float().log()  # log one-hot: lift gives the one-hots back
+    expected, _ = drift_loss(hard, x0, encoder, DriftSpec(temperatures=[0.5]))
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+    loss.backward()
+    assert logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="straight-through"):
+        drift_loss(logits.log_softmax(-1), x0, encoder, spec)

@@ -90,11 +90,21 @@ class DUO:
         """From uniform noise: nfe - 1 ancestral steps on t = 1 → 1/nfe, then one greedy step
         (x = argmax p_theta(x0 | x_t)), so exactly `nfe` denoiser calls. `cache` has no effect:
         the prediction depends on t."""
-        x, sigma = self.rollout(denoiser, batch, seq_len, nfe, generator, temperature, top_p)
+        x, sigma = self._rollout(denoiser, batch, seq_len, nfe, generator, temperature, top_p)
         return self.predict(denoiser, x, sigma).argmax(-1), nfe
 
+    def sample_with_predictions(
+        self, denoiser: Denoiser, batch: int, seq_len: int, nfe: int, generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`sample` keeping the graph of the greedy last call, which decides every position:
+        (ids, log_probs of that call)."""
+        with torch.no_grad():
+            x, sigma = self._rollout(denoiser, batch, seq_len, nfe, generator)
+        log_probs = self.predict(denoiser, x, sigma)
+        return log_probs.argmax(-1), log_probs
+
     @torch.no_grad()
-    def rollout(
+    def _rollout(
         self, denoiser: Denoiser, batch: int, seq_len: int, nfe: int, generator: torch.Generator,
         temperature: float = 1.0, top_p: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -82,15 +82,22 @@ class MDLM:
         times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=generator.device)
         return self._steps(denoiser, self._prior(batch, seq_len, generator), times, generator, temperature, top_p, cache)
 
-    @torch.no_grad()
-    def rollout(
+    def sample_with_predictions(
         self, denoiser: Denoiser, batch: int, seq_len: int, nfe: int, generator: torch.Generator,
-        temperature: float = 1.0, top_p: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first nfe - 1 steps of `sample`: (x_t, sigma_t) that the last call would see."""
+        """`sample` without caching, keeping the graph: (ids, log_probs), where log_probs[b, i] is
+        the prediction of the call that revealed position i (what TokenDrift lifts and drifts)."""
         times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=generator.device)
-        x, _ = self._steps(denoiser, self._prior(batch, seq_len, generator), times[:nfe], generator, temperature, top_p, cache=True)
-        return x, self.schedule.sigma(times[nfe - 1]).float().expand(batch)
+        x = self._prior(batch, seq_len, generator)
+        revealing = None
+        for step in range(nfe):
+            sigma = self.schedule.sigma(times[step]).float().expand(batch)
+            log_probs = self.predict(denoiser, x, sigma)
+            x_next = self._reveal(log_probs.detach().exp(), x, times[step], times[step + 1], generator)
+            newly = ((x == self.mask_id) & (x_next != self.mask_id)).unsqueeze(-1)
+            revealing = log_probs if revealing is None else torch.where(newly, log_probs, revealing)
+            x = x_next
+        return x, revealing
 
     def _prior(self, batch: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
         return torch.full((batch, seq_len), self.mask_id, dtype=torch.long, device=generator.device)
@@ -100,16 +107,20 @@ class MDLM:
         batch = x.shape[0]
         probs, calls = None, 0
         for step in range(len(times) - 1):
-            alpha_t, alpha_s = self.schedule.alpha(times[step]), self.schedule.alpha(times[step + 1])
             if probs is None:
                 sigma = self.schedule.sigma(times[step]).float().expand(batch)
                 probs = prediction_probs(self.predict(denoiser, x, sigma), temperature, top_p)
                 calls += 1
-            # q(x_s | x_t, x0 ~ p): a masked token is revealed with probability (alpha_s - alpha_t) / (1 - alpha_t).
-            reveal = probs * (alpha_s - alpha_t) / (1 - alpha_t)
-            reveal[..., self.mask_id] = (1 - alpha_s) / (1 - alpha_t)
-            x_next = torch.where(x == self.mask_id, categorical(reveal, generator), x)
+            x_next = self._reveal(probs, x, times[step], times[step + 1], generator)
             if not cache or self.time_conditioning or not torch.equal(x_next, x):
                 probs = None
             x = x_next
         return x, calls
+
+    def _reveal(self, probs, x, t, s, generator) -> torch.Tensor:
+        """One draw from q(x_s | x_t, x0 ~ probs): a masked token is revealed with probability
+        (alpha_s - alpha_t) / (1 - alpha_t); a revealed one stays."""
+        alpha_t, alpha_s = self.schedule.alpha(t), self.schedule.alpha(s)
+        reveal = probs * (alpha_s - alpha_t) / (1 - alpha_t)
+        reveal[..., self.mask_id] = (1 - alpha_s) / (1 - alpha_t)
+        return torch.where(x == self.mask_id, categorical(reveal, generator), x)

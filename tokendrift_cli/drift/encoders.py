@@ -1,4 +1,4 @@
-"""Frozen feature spaces: soft tokens [B, L, V] → features [B, L, F].
+"""Frozen feature spaces: soft tokens [B, L, V] → one feature tensor [B, L, F] per chosen layer.
 
 The encoder owns the frozen embedding table the soft tokens are lifted with (p @ E), and its
 parameters never train; gradients flow through it to the probabilities, hence to the logits.
@@ -15,7 +15,10 @@ from tokendrift_cli.spec.drift import DriftSpec
 
 
 class FeatureEncoder(nn.Module):
-    """Base class: freezes whatever module it wraps."""
+    """Base class: freezes whatever module it wraps and picks the feature layers (indices into
+    [embeddings, block 1, ..., block N]; negative ones count from the top; None: every block)."""
+
+    layers: tuple[int, ...] | None = None
 
     def freeze(self) -> "FeatureEncoder":
         self.eval()
@@ -25,19 +28,23 @@ class FeatureEncoder(nn.Module):
     def train(self, mode: bool = True) -> "FeatureEncoder":
         return super().train(False)  # frozen means frozen: no dropout, ever
 
-    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+    def forward(self, probs: torch.Tensor) -> list[torch.Tensor]:
+        states = self.hidden_states(probs)
+        return [states[i] for i in self.layers] if self.layers else list(states[1:])
+
+    def hidden_states(self, probs: torch.Tensor) -> list[torch.Tensor] | tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
 
 class BackboneCopyEncoder(FeatureEncoder):
-    """The denoiser's frozen initial copy, read at clean conditioning (sigma = 0): its final hidden states."""
+    """The denoiser's frozen initial copy, read at clean conditioning (sigma = 0)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, layers: tuple[int, ...] | None):
         super().__init__()
-        self.model = copy.deepcopy(model)
+        self.model, self.layers = copy.deepcopy(model), layers
         self.freeze()
 
-    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, probs: torch.Tensor) -> list[torch.Tensor]:
         embeds = self.model.get_input_embeddings()(probs)
         return self.model.hidden_states(embeds, sigma=None)[0]
 
@@ -45,17 +52,17 @@ class BackboneCopyEncoder(FeatureEncoder):
 class TransformersEncoder(FeatureEncoder):
     """Any `transformers` model with input embeddings (e.g. gpt2 for gpt2-tokenized MDLM/DUO)."""
 
-    def __init__(self, name_or_path: str):
+    def __init__(self, name_or_path: str, layers: tuple[int, ...] | None):
         super().__init__()
         from transformers import AutoModel
 
-        self.model = AutoModel.from_pretrained(name_or_path)
+        self.model, self.layers = AutoModel.from_pretrained(name_or_path), layers
         self.freeze()
 
-    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, probs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         table = self.model.get_input_embeddings().weight
         probs = _match_vocab(probs, table.shape[0])
-        return self.model(inputs_embeds=probs.to(table.dtype) @ table).last_hidden_state
+        return self.model(inputs_embeds=probs.to(table.dtype) @ table, output_hidden_states=True).hidden_states
 
 
 def _match_vocab(probs: torch.Tensor, size: int) -> torch.Tensor:
@@ -68,6 +75,7 @@ def _match_vocab(probs: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def build_encoder(spec: DriftSpec, model: nn.Module, tokenizer=None) -> FeatureEncoder:
+    layers = tuple(spec.feature_layers) if spec.feature_layers else None
     if spec.encoder == "backbone-copy":
-        return BackboneCopyEncoder(model)
-    return TransformersEncoder(spec.encoder)
+        return BackboneCopyEncoder(model, layers)
+    return TransformersEncoder(spec.encoder, layers)

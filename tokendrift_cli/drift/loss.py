@@ -41,13 +41,20 @@ def drift_loss(
     encoder: FeatureEncoder | None,
     spec: DriftSpec,
     gather: Gather | None = None,
+    tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The drift loss of one micro-batch and its statistics.
 
     variant 'feature': features of the frozen encoder; 'logit': the lifted probability vectors
     themselves (the drift mirrored in the model's output space); 'both': the sum.
+    With `spec.lift == 'straight-through'` the generated sequence is the sampled `tokens`
+    (one-hot) in the forward pass and the lifted probabilities in the backward pass.
     """
     probs = lift(log_probs, spec.lift_temperature)
+    if spec.lift == "straight-through":
+        if tokens is None:
+            raise ValueError("drift.lift=straight-through needs sampled tokens (drift.negatives=rollout)")
+        probs = F.one_hot(tokens, probs.shape[-1]).to(probs.dtype) + probs - probs.detach()
     clean = F.one_hot(x0, probs.shape[-1]).float()
     losses, stats = [], {}
     if spec.variant in ("feature", "both"):
@@ -55,8 +62,10 @@ def drift_loss(
             raise ValueError("the feature variant needs a frozen encoder")
         with torch.no_grad():
             positives = encoder(clean)
-        loss, stats = _drift_term(encoder(probs), positives, spec, gather)
-        losses.append(loss)
+        # One drift term per feature layer, averaged so the weight means the same for any count.
+        terms = [_drift_term(h, y, spec, gather) for h, y in zip(encoder(probs), positives)]
+        losses.append(sum(loss for loss, _ in terms) / len(terms))
+        stats = {key: sum(s[key] for _, s in terms) / len(terms) for key in terms[0][1]}
     if spec.variant in ("logit", "both"):
         loss, logit_stats = _drift_term(probs, clean, spec, gather)
         losses.append(loss)

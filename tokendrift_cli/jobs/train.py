@@ -23,6 +23,7 @@ from accelerate.utils import set_seed
 
 from tokendrift_cli.data import load_data
 from tokendrift_cli.diffusion import make_process
+from tokendrift_cli.diffusion.sampling import categorical
 from tokendrift_cli.errors import InputError, JobError
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
@@ -154,11 +155,12 @@ def _objective(spec: TrainSpec, model, tokenizer, accelerator: Accelerator):
     def tokendrift(model, process, x0, generator):
         denoiser = as_denoiser(model)
         out = process.loss(denoiser, x0, generator)
-        log_probs = out.log_probs
-        if drift.negatives == "rollout":  # drift what a fixed-NFE sampler's last call predicts
-            xt, sigma = process.rollout(denoiser, x0.shape[0], x0.shape[1], drift.rollout_nfe, generator)
-            log_probs = process.predict(denoiser, xt, sigma)
-        drift_value, drift_stats = drift_loss(log_probs, x0, encoder, drift, gather=gather)
+        log_probs, tokens = out.log_probs, None
+        if drift.negatives == "rollout":  # drift what the fixed-NFE sampler generates
+            tokens, log_probs = process.sample_with_predictions(denoiser, x0.shape[0], x0.shape[1], drift.rollout_nfe, generator)
+        elif drift.lift == "straight-through":  # one parallel decode of x_t from the marginals
+            tokens = categorical(log_probs.detach().exp(), generator)
+        drift_value, drift_stats = drift_loss(log_probs, x0, encoder, drift, gather=gather, tokens=tokens)
         loss = drift.weight * drift_value + (out.loss if drift.keep_diffusion else 0)
         stats = {"loss": loss.detach(), "diffusion_loss": out.loss.detach(), "drift_loss": drift_value.detach()}
         return loss, {**stats, **drift_stats}

@@ -199,16 +199,17 @@ class DiTModel(PreTrainedModel):
 
     def hidden_states(
         self, embeds: torch.Tensor, sigma: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the blocks on input embeddings [B, L, D]: (final hidden states, conditioning vector)."""
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Run the blocks on input embeddings [B, L, D]: ([embeds, output of block 1, ..., of
+        block N], conditioning vector), the layout of transformers' `output_hidden_states`."""
         batch, length, _ = embeds.shape
         c = self.conditioning(sigma, batch, embeds.device)
         rotary = self.rotary(length, embeds.device, embeds.dtype)
         attn_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
-        x = embeds
+        states = [embeds]
         for block in self.blocks:
-            x = block(x, rotary, c, attn_mask)
-        return x, c
+            states.append(block(states[-1], rotary, c, attn_mask))
+        return states, c
 
     def forward(
         self,
@@ -221,8 +222,8 @@ class DiTModel(PreTrainedModel):
         if (input_ids is None) == (inputs_probs is None):
             raise ValueError("pass exactly one of input_ids and inputs_probs")
         embeds = self.vocab_embed(input_ids if input_ids is not None else inputs_probs)
-        hidden, c = self.hidden_states(embeds, sigma, attention_mask)
-        return self.output_layer(hidden, c).float()
+        states, c = self.hidden_states(embeds, sigma, attention_mask)
+        return self.output_layer(states[-1], c).float()
 
 
 def as_denoiser(model: nn.Module):
