@@ -27,6 +27,6 @@ class DriftSpec(StrictModel):
     normalize_features: bool = Field(True, description="rescale features so their mean pairwise distance is sqrt(feature dim)")
     normalize_drift: bool = Field(True, description="scale each temperature's drift to unit RMS before summing")
     negatives: Literal["denoise", "rollout"] = Field(
-        "denoise", description="generated features from the prediction on the noised real batch, or from the last call of a fixed-NFE roll-out"
+        "denoise", description="generated features from the prediction on the noised real batch, or from a fixed-NFE roll-out (each position from the call that decided it)"
     )
     rollout_nfe: int = Field(4, ge=1, description="NFE of the roll-out when negatives=rollout (train --nfe)")
