@@ -29,12 +29,23 @@ def test_reproduce_quick(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     ablation = json.loads((tmp_path / "ablate-quick.json").read_text())
-    assert {(r["backbone"], r["setting"]) for r in ablation["rows"]} == {
-        (b, s) for b in ("mdlm", "duo") for s in ("baseline", "defaults", "roll-out, straight-through")
+    assert {(r["backbone"], r["setting"], r["seed"]) for r in ablation["rows"]} == {
+        (b, s, seed) for b in ("mdlm", "duo") for s in ("baseline", "defaults", "roll-out, straight-through") for seed in (0, 1)
     }
-    spec = (tmp_path / "ablate-quick" / "mdlm-roll-out-straight-through" / "spec.yaml").read_text()
-    assert "negatives: rollout" in spec and "lift: straight-through" in spec and "seq_len: 16" in spec
+    spec = (tmp_path / "ablate-quick" / "mdlm-roll-out-straight-through" / "seed1" / "spec.yaml").read_text()
+    assert "negatives: rollout" in spec and "lift: straight-through" in spec and "seq_len: 16" in spec and "seed: 1" in spec
     assert "| mdlm | defaults |" in (tmp_path / "ablate-quick.md").read_text()
+
+
+def test_ablate_table_averages_seeds():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ablate import markdown
+
+    rows = [{"backbone": "mdlm", "setting": "defaults", "nfe": 4, "gen_ppl": ppl, "entropy": h, "acceptance": a}
+            for ppl, h, a in [(80.0, 2.9, 0.0), (90.0, 3.0, 0.1), (100.0, 3.1, 0.2)]]
+    # mean 90, sample standard deviation sqrt((100 + 0 + 100) / 2) = 10
+    assert markdown(rows, [4]).splitlines()[-1] == "| mdlm | defaults | 90.0 ± 10.0 | 3.000 | 0.100 |"
+    assert markdown(rows[:1], [4]).splitlines()[-1] == "| mdlm | defaults | 80.0 | 2.900 | 0.000 |"
 
 
 def test_speed_quick(tmp_path):
