@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.models.convert import convert_reference_state_dict
-from tokendrift_cli.models.dit import DiTConfig, DiTModel
+from tokendrift_cli.models.dit import DiTConfig, DiTModel, TokenEmbedding
 from tokendrift_cli.models.loading import load_denoiser
 
 V, D, H, LAYERS, COND, FREQ = 11, 16, 2, 2, 8, 256
@@ -125,6 +125,29 @@ def test_one_hot_soft_tokens_equal_ids_and_carry_gradient():
     torch.testing.assert_close(model(inputs_probs=probs, sigma=sigma), model(input_ids=ids, sigma=sigma))
     model(inputs_probs=probs, sigma=sigma).logsumexp(-1).sum().backward()
     assert probs.grad is not None and probs.grad.abs().sum() > 0
+
+
+def test_token_embedding_gradient_is_the_count_weighted_sum_and_repeats_bit_for_bit():
+    """Seeded runs must repeat exactly: the gradient of an id lookup, with two threads, is the
+    same tensor every time and equals the one-hot product computed another way."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        embedding = TokenEmbedding(107, 64)
+        torch.nn.init.normal_(embedding.embedding, generator=g)
+        ids = torch.randint(0, 107, (64, 32), generator=g)
+        upstream = torch.randn(64, 32, 64, generator=g)
+        grads = []
+        for _ in range(20):
+            embedding.zero_grad(set_to_none=True)
+            (embedding(ids) * upstream).sum().backward()
+            grads.append(embedding.embedding.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grad, grads[0]) for grad in grads)
+    one_hot = F.one_hot(ids, 107).float()
+    torch.testing.assert_close(grads[0], torch.einsum("blv,bld->vd", one_hot, upstream))
 
 
 def test_save_pretrained_round_trip(tmp_path):

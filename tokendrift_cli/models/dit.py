@@ -93,7 +93,9 @@ class TokenEmbedding(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.is_floating_point():
             return tokens.to(self.embedding.dtype) @ self.embedding
-        return self.embedding[tokens]
+        # F.embedding, not self.embedding[tokens]: indexing's backward accumulates with
+        # threads on CPU in a varying order, so seeded runs would not repeat bit for bit.
+        return F.embedding(tokens, self.embedding)
 
 
 class TimestepEmbedder(nn.Module):
