@@ -5,7 +5,7 @@ for the same few hundred steps once per setting below (the matched baseline, the
 defaults, and one `--set` change or a few at a time), then judged at NFE 4 and 16 with the
 oracle. Same seed, data order and noise in every arm, so the rows differ only by the setting.
 
-    python benchmarks/reproduce.py && python benchmarks/ablate.py    # about 35 minutes on 2 cores
+    python benchmarks/reproduce.py && python benchmarks/ablate.py    # 22 + 27 minutes on the 2-core CPU of 2026-11-24
     python benchmarks/ablate.py --plan seeds    # baseline and defaults over 3 seeds: the noise scale
     python benchmarks/reproduce.py --quick && python benchmarks/ablate.py --quick
 
