@@ -1,150 +1,325 @@
-"""The drift field and the TokenDrift loss: closed forms, hand-worked cases, a toy that learns."""
+"""TokenDrift as the paper specifies it: kernels worked by hand, queues, the feature map's closed
+form, the mirror teacher's closed form, the lifts, and the objective's gradients."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from tokendrift_cli.drift.field import _drift_at, drift_field, feature_scale
-from tokendrift_cli.drift.loss import drift_loss, lift, pool
+from tokendrift_cli.diffusion import make_process
+from tokendrift_cli.drift import FeatureEncoder, FeatureQueue, TokenDrift, build_encoder, drift_field, lift
+from tokendrift_cli.drift.objective import logit_gradient, mirror_loss, teacher_direction
+from tokendrift_cli.models.dit import DiTConfig, DiTModel
+from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.drift import DriftSpec
 
+# Three points in the plane: anchors h1 = (0, 0), h2 = (1, 0) (also the negatives, each
+# without its own column) and one positive u = (0, 1).
+ANCHORS = torch.tensor([[[0.0, 0.0], [1.0, 0.0]]])
+POSITIVE = torch.tensor([[[0.0, 1.0]]])
 
-def test_antisymmetry_identical_positive_and_negative_sets_give_zero():
+
+def test_paper_kernel_on_three_points_by_hand():
+    """τ = 1, squared distances. Rows h1: [u 1, h2 1]; h2: [u 2, h1 1]. Row softmaxes (.5, .5) and
+    (1/(1+e), e/(1+e)); column u's softmax over the anchors (e/(1+e), 1/(1+e)); the self-free
+    negative columns have one anchor each (weight 1). A = √(row · col): h1 (.60459, .70711), h2
+    (.26894, .85502). One positive and one negative per row, so W⁺ = W⁻ = a⁺a⁻: .42751 and .22995.
+    V1 = .42751·((0,1) − (1,0)), V2 = .22995·((−1,1) − (−1,0)); s = √(mean‖V‖²) = .45739."""
+    drift = drift_field(ANCHORS, POSITIVE, ANCHORS, temperatures=[1.0], kernel="paper")
+    expected = torch.tensor([[[-0.42751, 0.42751], [0.0, 0.22995]]]) / 0.45739
+    torch.testing.assert_close(drift.v, expected, atol=2e-4, rtol=0)
+    torch.testing.assert_close(drift.raw_norms[0], torch.tensor([0.45739]), atol=1e-4, rtol=0)
+    assert float(drift.coord_scale) == 1.0
+
+
+def test_drifting_code_kernel_on_three_points_by_hand():
+    """τ = 1, plain distances over their mean (4.41421 / 6 = .73570, own column included);
+    coordinates × √2/.73570 = 1.92226. Row softmaxes h1 (.5, .5), h2 (.36285, .63715); column u
+    (.63716, .36284); self columns clipped to 1e-6 before the root (weight .001). Hand-computed
+    V1 = (−.76721, .76828), V2 = (−.00068, .55744); per-element RMS .61025."""
+    drift = drift_field(ANCHORS, POSITIVE, ANCHORS, temperatures=[1.0], kernel="drifting-code")
+    expected = torch.tensor([[[-0.76721, 0.76828], [-0.00068, 0.55744]]]) / 0.61025
+    torch.testing.assert_close(drift.v, expected, atol=2e-3, rtol=0)
+    assert float(drift.coord_scale) == pytest.approx(0.73570 / math.sqrt(2), abs=1e-4)
+
+
+def test_temperatures_are_averaged_in_the_paper_and_summed_in_the_code():
     g = torch.Generator().manual_seed(0)
-    gen, ys = torch.randn(5, 3, generator=g), torch.randn(7, 3, generator=g)
-    v = drift_field(gen, ys, ys.clone(), temperatures=[0.05, 0.2, 1.0], normalize_drift=False)
-    torch.testing.assert_close(v, torch.zeros_like(v), atol=1e-6, rtol=0)
+    h, u = torch.randn(1, 6, 4, generator=g), torch.randn(1, 5, 4, generator=g)
+    for kernel, combine in (("paper", lambda a, b: (a + b) / 2), ("drifting-code", lambda a, b: a + b)):
+        both = drift_field(h, u, h, [0.3, 2.0], kernel).v
+        parts = [drift_field(h, u, h, [tau], kernel).v for tau in (0.3, 2.0)]
+        torch.testing.assert_close(both, combine(*parts))
 
 
-def test_a_negative_between_two_positives_moves_toward_them():
-    """2-D: generated point at the origin, positives at (±1, 1), a negative below at (0, -1)."""
-    gen = torch.tensor([[0.0, 0.0]])
-    pos = torch.tensor([[-1.0, 1.0], [1.0, 1.0]])
-    neg = torch.tensor([[0.0, -1.0]])
-    v = drift_field(gen, pos, neg, temperatures=[1.0], normalize_drift=False)[0]
-    assert v[1] > 0 and abs(v[0]) < 1e-6  # up, toward the positives, away from the negative
+def test_paper_normalisation_gives_unit_mean_squared_norm_per_temperature():
+    """meanᵢ‖V_τ,ᵢ / s(τ)‖² = m / (m + ε) with m = meanᵢ‖V_τ,ᵢ‖² and s(τ)² = m + ε."""
+    g = torch.Generator().manual_seed(1)  # on the unit sphere, as the paper's features are
+    h, u = F.normalize(torch.randn(1, 16, 8, generator=g), dim=-1), F.normalize(torch.randn(1, 16, 8, generator=g) + 1, dim=-1)
+    for tau in (0.02, 0.2, 2.0):
+        drift = drift_field(h, u, h, [tau])
+        s2 = float(drift.raw_norms[0]) ** 2
+        assert float(drift.v.pow(2).sum(-1).mean()) == pytest.approx((s2 - 1e-8) / s2, rel=1e-4)
+    assert float(drift.v.pow(2).sum(-1).mean()) == pytest.approx(1.0, rel=1e-4)  # τ = 2: m ≫ ε
 
 
-def test_kernel_weights_by_hand_on_a_three_by_three_case():
-    """One temperature, unnormalised: compare with the weights written out from their definition."""
-    gen = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
-    pos = torch.tensor([[0.5, 0.5], [2.0, 0.0]])
-    neg = torch.tensor([[0.0, 1.0]])
-    tau = 0.7
-    dist = torch.cdist(gen, torch.cat([pos, neg]))
-    got = _drift_at(dist, pos, neg, tau)
-    logits = -dist / tau
-    row = torch.exp(logits) / torch.exp(logits).sum(1, keepdim=True)
-    col = torch.exp(logits) / torch.exp(logits).sum(0, keepdim=True)
-    assert torch.allclose(row.sum(1), torch.ones(3)) and torch.allclose(col.sum(0), torch.ones(3))
-    a = torch.sqrt(row * col)
-    expected = torch.zeros(3, 2)
-    for i in range(3):
-        s_pos, s_neg = a[i, :2].sum(), a[i, 2:].sum()
-        for j in range(2):
-            expected[i] += a[i, j] * s_neg * pos[j]
-        expected[i] -= a[i, 2] * s_pos * neg[0]
-    torch.testing.assert_close(got, expected)
-    # Balanced weights: V is also Σ W+(y+ - x) - Σ W-(y- - x).
-    relative = torch.stack([
-        sum(a[i, j] * a[i, 2:].sum() * (pos[j] - gen[i]) for j in range(2)) - a[i, 2] * a[i, :2].sum() * (neg[0] - gen[i])
-        for i in range(3)
-    ])
-    torch.testing.assert_close(got, relative)
-
-
-def test_self_pairs_are_excluded_when_negatives_are_the_generated_set():
-    """Against the weights written out with each row's own column removed from both softmaxes."""
-    gen = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 1.0]])
-    pos = torch.tensor([[1.0, 1.0], [2.0, -1.0]])
-    got = drift_field(gen, pos, None, temperatures=[1.0 / math.sqrt(2)], normalize_drift=False)  # tau·sqrt(F) = 1
-    columns = torch.cat([pos, gen])
-    allowed = torch.ones(3, 5, dtype=torch.bool)
-    for i in range(3):
-        allowed[i, 2 + i] = False
-    kernel = torch.exp(-torch.cdist(gen, columns)) * allowed
-    a = torch.sqrt(kernel / kernel.sum(1, keepdim=True) * kernel / kernel.sum(0, keepdim=True))
-    expected = torch.stack([
-        a[i, 2:].sum() * (a[i, :2, None] * pos).sum(0) - a[i, :2].sum() * (a[i, 2:, None] * gen).sum(0)
-        for i in range(3)
-    ])
-    torch.testing.assert_close(got, expected)
-
-
-def test_drift_normalisation_is_unit_rms_per_temperature():
-    g = torch.Generator().manual_seed(1)
-    gen, pos = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g) + 1
-    for tau in (0.02, 0.05, 0.2):
-        v = drift_field(gen, pos, None, temperatures=[tau])
-        assert float(v.pow(2).mean().sqrt()) == pytest.approx(1.0, rel=1e-5)
-
-
-def test_feature_scale_makes_mean_distance_sqrt_dim():
+def test_field_vanishes_when_positives_and_negatives_coincide():
     g = torch.Generator().manual_seed(2)
-    gen, pos = 7 * torch.randn(32, 10, generator=g), 7 * torch.randn(32, 10, generator=g)
-    s = feature_scale(gen, pos)
-    assert float(torch.cdist(gen / s, pos / s).mean()) == pytest.approx(math.sqrt(10), rel=1e-5)
+    h, y = torch.randn(1, 5, 3, generator=g), torch.randn(1, 7, 3, generator=g)
+    for kernel in ("paper", "drifting-code"):
+        v = drift_field(h, y, y.clone(), [0.05, 0.2, 1.0], kernel, exclude_self=False).v
+        torch.testing.assert_close(v, torch.zeros_like(v), atol=1e-5, rtol=0)
 
 
-def test_lift_keeps_carried_rows_one_hot_and_pool_shapes():
-    log_probs = torch.tensor([[[0.0, float("-inf"), float("-inf")], [-0.5, -1.0, -2.0]]])
-    probs = lift(log_probs, temperature=0.5)
-    torch.testing.assert_close(probs[0, 0], torch.tensor([1.0, 0.0, 0.0]))
-    torch.testing.assert_close(probs[0, 1], torch.softmax(torch.tensor([-1.0, -2.0, -4.0]), 0))
-    features = torch.arange(2 * 6 * 1, dtype=torch.float32).reshape(2, 6, 1)
-    assert pool(features, None).shape == (1, 2, 1)
-    torch.testing.assert_close(pool(features, 3)[:, 0, 0], torch.tensor([1.0, 4.0]))
+@pytest.mark.parametrize("kernel", ["paper", "drifting-code"])
+def test_pure_attraction_points_at_the_positives_and_pure_repulsion_away_from_the_negatives(kernel):
+    """With one positive, whatever the weights, 1:0 points from each h to it; with one
+    negative beyond the anchors (self columns excluded, two anchors), 0:1 points away from the
+    weighted negatives. Check both directions against their closed forms."""
+    h = torch.tensor([[[0.0, 0.0], [2.0, 1.0], [-1.0, 3.0]]])
+    u = torch.tensor([[[1.0, 1.0]]])
+    v = drift_field(h, u, h, [0.5, 2.0], kernel, attraction=1.0, repulsion=0.0).v[0]
+    toward = (u[0] - h[0]) / drift_field(h, u, h, [1.0], kernel).coord_scale[0]
+    torch.testing.assert_close(F.normalize(v, dim=-1), F.normalize(toward, dim=-1), atol=1e-5, rtol=0)
+
+    two = h[:, :2]
+    away = drift_field(two, u, two, [1.0], "paper", attraction=0.0, repulsion=1.0).v[0]
+    # Each anchor's only negative is the other anchor: repulsion points from it.
+    torch.testing.assert_close(F.normalize(away, dim=-1), F.normalize(two[0] - two[0].flip(0), dim=-1), atol=1e-5, rtol=0)
 
 
-class TinyEncoder(torch.nn.Module):
-    """A frozen linear 'encoder' over soft tokens, one feature layer."""
-
-    def __init__(self, vocab, dim):
-        super().__init__()
-        self.proj = torch.nn.Linear(vocab, dim)
-        self.requires_grad_(False)
-
-    def forward(self, probs):
-        return [torch.tanh(self.proj(probs))]
-
-
-def test_gradient_reaches_the_logits_not_the_encoder_and_matches_the_closed_form():
-    torch.manual_seed(0)
-    vocab, batch, length = 5, 6, 4
-    logits = torch.randn(batch, length, vocab, requires_grad=True)
-    x0 = torch.randint(0, vocab, (batch, length))
-    encoder = TinyEncoder(vocab, 3)
-    before = encoder.proj.weight.clone()
-    spec = DriftSpec(scale=0.5, temperatures=[0.5])
-    loss, stats = drift_loss(logits.log_softmax(-1), x0, encoder, spec)
-    loss.backward()
-    assert logits.grad is not None and logits.grad.abs().sum() > 0
-    assert encoder.proj.weight.grad is None and torch.equal(encoder.proj.weight, before)
-    # loss = mean((h - sg(h + sV))²) = s²·mean(V²): the target carries no gradient.
-    assert float(loss.detach()) == pytest.approx(float(stats["drift_norm"]) ** 2, rel=1e-5)
+def test_one_anchor_alone_gets_a_finite_drift():
+    """A one-sequence micro-batch on one process: its own negative column is empty. Under the
+    paper's joint normalisation W⁺ carries the negatives' mass, so with no negative at all V = 0;
+    with a queued negative it points toward the positive."""
+    h, u, queued = torch.tensor([[[0.0, 0.0]]]), torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0, 1.0]]])
+    alone = drift_field(h, u, h, [0.02, 0.05, 0.2], "paper").v
+    assert torch.equal(alone, torch.zeros_like(alone))
+    for kernel in ("paper", "drifting-code"):
+        v = drift_field(h, u, torch.cat([h, queued], dim=1), [0.02, 0.05, 0.2], kernel).v
+        assert torch.isfinite(v).all() and float(v[0, 0, 0]) > 0 > float(v[0, 0, 1])
 
 
-def test_loss_gradient_wrt_features_is_minus_two_scale_v():
-    h = torch.randn(1, 8, 3, requires_grad=True)  # [G, B, F]
-    pos = torch.randn(1, 8, 3) + 2
-    spec = DriftSpec(scale=0.3, normalize_features=False)
-    from tokendrift_cli.drift.loss import _drift_term
+def test_queue_is_fifo_with_eviction_and_round_trips():
+    queue = FeatureQueue(3)
+    entries = lambda *xs: torch.tensor([[[float(x)] for x in xs]])  # noqa: E731 - [G=1, n, F=1]
+    queue.push(entries(1, 2))
+    assert queue.features.flatten().tolist() == [1, 2] and len(queue) == 2
+    queue.push(entries(3, 4))
+    assert queue.features.flatten().tolist() == [2, 3, 4]
+    queue.push(entries(5))
+    assert queue.features.flatten().tolist() == [3, 4, 5]
+    queue.push(entries(6, 7, 8, 9, 10))
+    assert queue.features.flatten().tolist() == [8, 9, 10]
+    restored = FeatureQueue(3)
+    restored.load_state_dict(queue.state_dict())
+    assert torch.equal(restored.features, queue.features)
+    with pytest.raises(ValueError, match="queue_size"):
+        FeatureQueue(4).load_state_dict(queue.state_dict())
+    off = FeatureQueue(0)
+    off.push(entries(1))
+    assert len(off) == 0
 
-    # _drift_term pools [B, L, F] → [G, B, F]; give it L = 1.
-    loss, _ = _drift_term(h.transpose(0, 1), pos.transpose(0, 1), spec, None)
-    loss.backward()
-    v = drift_field(h.detach(), pos, None, spec.temperatures, True)
-    torch.testing.assert_close(h.grad, -2 * spec.scale * v / v.numel())
+
+class LinearEncoder(FeatureEncoder):
+    """Hidden states [E, E W1, tanh(E W1) W2] of soft tokens E = p T: a closed form to check against."""
+
+    def __init__(self, vocab: int, dim: int, **pooling):
+        super().__init__(**pooling)
+        g = torch.Generator().manual_seed(3)
+        self.table = torch.nn.Parameter(torch.randn(vocab, dim, generator=g))
+        self.w1 = torch.nn.Parameter(torch.randn(dim, dim, generator=g))
+        self.w2 = torch.nn.Parameter(torch.randn(dim, dim, generator=g))
+        self.freeze()
+
+    def hidden_states(self, tokens):
+        embeds = tokens @ self.table if tokens.is_floating_point() else self.table[tokens]
+        first = embeds @ self.w1
+        return [embeds, first, torch.tanh(first) @ self.w2]
+
+
+def test_paper_feature_map_is_the_normalised_concatenation_of_the_last_two_means():
+    encoder = LinearEncoder(5, 3)
+    probs = torch.randn(2, 4, 5).softmax(-1)
+    got = encoder(probs)
+    assert got.shape == (1, 2, 6)
+    for i in range(2):
+        first = sum(probs[i, t] @ encoder.table @ encoder.w1 for t in range(4)) / 4
+        second = sum(torch.tanh(probs[i, t] @ encoder.table @ encoder.w1) @ encoder.w2 for t in range(4)) / 4
+        joined = torch.cat([first, second])
+        torch.testing.assert_close(got[0, i], joined / joined.norm())
+    ids = torch.randint(0, 5, (2, 4))
+    torch.testing.assert_close(encoder(ids), encoder(F.one_hot(ids, 5).float()))
+
+
+def test_layer_features_pool_each_layer_and_window_into_its_own_set():
+    encoder = LinearEncoder(5, 3, features="layers", layers=[0, -1], window=2)
+    probs = torch.randn(2, 5, 5).softmax(-1)  # 5 positions: windows [0, 1], [2, 3]; the last is dropped
+    states = encoder.hidden_states(probs)
+    got = encoder(probs)
+    assert got.shape == (4, 2, 3)
+    torch.testing.assert_close(got[1, :], states[0][:, 2:4].mean(1))
+    torch.testing.assert_close(got[2, :], states[-1][:, 0:2].mean(1))
+
+
+def test_backbone_copy_encoder_is_frozen_and_reads_the_last_two_blocks():
+    model = DiTModel(DiTConfig.from_size("tiny", vocab_size=11, mask_token_id=10, max_position_embeddings=8))
+    encoder = build_encoder(DriftSpec(), model)
+    assert not any(p.requires_grad for p in encoder.parameters())
+    ids = torch.randint(0, 10, (3, 8))
+    states, _ = model.hidden_states(model.get_input_embeddings()(ids))
+    expected = F.normalize(torch.cat([states[-2].mean(1), states[-1].mean(1)], -1), dim=-1)
+    torch.testing.assert_close(encoder(ids)[0], expected)
+
+
+def test_hard_straight_through_is_argmax_forward_and_probabilities_backward():
+    log_probs = torch.randn(2, 3, 4).log_softmax(-1).requires_grad_()
+    weights = torch.randn(2, 3, 4)
+    hard = lift(log_probs, DriftSpec(lift="hard-st"))
+    torch.testing.assert_close(hard.detach(), F.one_hot(log_probs.argmax(-1), 4).float())
+    (grad_hard,) = torch.autograd.grad((hard * weights).sum(), log_probs)
+    (grad_soft,) = torch.autograd.grad((lift(log_probs, DriftSpec()) * weights).sum(), log_probs)
+    torch.testing.assert_close(grad_hard, grad_soft)
+    tokens = torch.randint(0, 4, (2, 3))
+    sampled = lift(log_probs, DriftSpec(lift="sampled-st"), tokens)
+    torch.testing.assert_close(sampled.detach(), F.one_hot(tokens, 4).float())
+
+
+def _subs_log_probs(batch=2, length=4, vocab=6, seed=4):
+    """Raw logits (the leaf) and their SUBS log-probabilities, position 0 observed (token 2)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, length, vocab, generator=g).requires_grad_()
+    xt = torch.full((batch, length), vocab - 1)
+    xt[:, 0] = 2
+    process = make_process("mdlm", DiffusionSpec(), vocab, vocab - 1, False)
+    return logits, process.subs(logits, xt)
+
+
+def test_mirror_teacher_direction_equals_the_closed_form_for_a_linear_encoder():
+    """h_i = mean_t p_t W (linear), so ∂<h_i, V_i>/∂p_t = W V_i / L =: a and g = p ⊙ (a − <p, a>),
+    the gradient on the raw logits."""
+    logits, log_probs = _subs_log_probs()
+    w = torch.randn(6, 3)
+    v = torch.randn(2, 3)
+    alignment = lambda: ((log_probs.exp() @ w).mean(1) * v).sum()  # noqa: E731
+    g = teacher_direction(log_probs, alignment())
+    p = log_probs.detach().exp()
+    a = (v @ w.T / 4)[:, None, :]  # [B, 1, V]
+    expected = p * (a - (p * a).sum(-1, keepdim=True))
+    torch.testing.assert_close(g, expected)
+    (on_logits,) = torch.autograd.grad(alignment(), logits, retain_graph=True)
+    torch.testing.assert_close(g, on_logits)
+    assert torch.equal(g[:, 0], torch.zeros_like(g[:, 0]))  # observed positions: no direction
+    for variant in ("mirror-kl", "mirror-mse"):
+        loss = mirror_loss(log_probs, g, 0.5, variant)
+        (grad,) = torch.autograd.grad(loss, logits, retain_graph=True)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()
+        assert torch.equal(grad[:, 0], torch.zeros_like(grad[:, 0]))  # observed (SUBS) positions get none
+    # mirror-mse's value is η²‖g‖² and its logit gradient −2ηg.
+    mse = mirror_loss(log_probs, g, 0.5, "mirror-mse")
+    assert float(mse.detach()) == pytest.approx(0.25 * float(g.pow(2).sum()), rel=1e-5)
+    (grad,) = torch.autograd.grad(mse, logits)
+    torch.testing.assert_close(grad, -g, atol=1e-6, rtol=1e-4)
+    # mirror-kl: p* ∝ p exp(ηg) (Prop. D.1), and KL(p*‖p) by its definition.
+    kl = mirror_loss(log_probs, g, 0.5, "mirror-kl")
+    star = p * torch.exp(0.5 * g)
+    star = star / star.sum(-1, keepdim=True)
+    by_definition = torch.where(star > 0, star * (star.log() - log_probs.detach()), torch.zeros_like(star)).sum()
+    assert float(kl.detach()) == pytest.approx(float(by_definition), rel=1e-4)
+
+
+def _tiny_setup(backbone="mdlm", seed=0):
+    torch.manual_seed(seed)
+    vocab = 12
+    config = DiTConfig.from_size(
+        "tiny", vocab_size=vocab, mask_token_id=vocab - 1 if backbone == "mdlm" else None,
+        max_position_embeddings=8, backbone=backbone, time_conditioning=backbone == "duo",
+    )
+    model = DiTModel(config)
+    for p in model.parameters():  # a non-trivial model: the reference init zeroes the output layer
+        torch.nn.init.normal_(p, std=0.1)
+    process = make_process(backbone, DiffusionSpec(), vocab, config.mask_token_id, config.time_conditioning)
+    x0 = torch.randint(0, vocab - 1, (6, 8))
+    return model, process, x0
+
+
+def _run_objective(spec, model, process, x0, seed=0, objective=None):
+    objective = objective or TokenDrift(spec, build_encoder(spec, model))
+    model.zero_grad()
+    stats = objective(model, process, x0, torch.Generator().manual_seed(seed), lambda loss: loss.backward())
+    return stats, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, objective
+
+
+@pytest.mark.parametrize("backbone", ["mdlm", "duo"])
+def test_objective_gradient_equals_a_direct_backward_of_the_paper_loss(backbone):
+    """The trainer pushes per-term logit gradients through the network; the parameter gradients
+    must equal one plain backward of drift + base loss written out from §3.3."""
+    model, process, x0 = _tiny_setup(backbone)
+    spec = DriftSpec(base_loss=True, weight=2.0, queue_size=0)
+    stats, grads, objective = _run_objective(spec, model, process, x0)
+    assert not any(p.grad is not None for p in objective.encoder.parameters())
+    # loss = ½ meanᵢ‖αVᵢ‖²
+    assert float(stats["drift_loss"]) == pytest.approx(0.5 * float(stats["drift_norm"]) ** 2, rel=1e-5)
+
+    model.zero_grad()
+    out = process.loss(lambda x, s: model(input_ids=x, sigma=s) if not x.is_floating_point() else model(inputs_probs=x, sigma=s), x0, torch.Generator().manual_seed(0))
+    h = objective.encoder(out.log_probs.exp())
+    drift = drift_field(h.detach(), objective.encoder(x0), h.detach(), spec.temperatures)
+    direct = 0.5 * (h - (h + drift.v).detach()).pow(2).sum(-1).mean()
+    (2.0 * direct + out.loss).backward()
+    assert float(direct.detach()) == pytest.approx(float(stats["drift_loss"]), rel=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, model.get_parameter(name).grad, atol=1e-6, rtol=1e-4)
+    assert stats["grad_logits_base"] > 0 and stats["grad_logits_drift"] > 0
+
+
+def test_mirror_mse_at_half_alpha_has_the_feature_loss_gradient():
+    """App. C/D: ∇_l of ½‖h − sg(h + αV)‖² is −α Jᵀ V; of ‖l − sg(l + ηg)‖² it is −2η g = −2η JᵀV."""
+    model, process, x0 = _tiny_setup()
+    _, feature, _ = _run_objective(DriftSpec(queue_size=0), model, process, x0)
+    _, mirror, _ = _run_objective(DriftSpec(queue_size=0, variant="mirror-mse", mirror_step=0.5), model, process, x0)
+    for name in feature:
+        torch.testing.assert_close(feature[name], mirror[name], atol=1e-7, rtol=1e-3)
+
+
+def test_queues_fill_and_a_one_sequence_batch_stays_finite():
+    model, process, x0 = _tiny_setup()
+    spec = DriftSpec(queue_size=4)
+    objective = None
+    for step in range(3):
+        stats, grads, objective = _run_objective(spec, model, process, x0[step : step + 1], seed=step, objective=objective)
+        assert stats["queue_fill"] == min(step, 4) and stats["drift_batch"] == 1
+        assert torch.isfinite(stats["drift_loss"]) and all(torch.isfinite(g).all() for g in grads.values())
+    assert len(objective.real_queue) == len(objective.gen_queue) == 3
+
+
+@pytest.mark.parametrize("overrides", [
+    {"variant": "mirror-kl"}, {"lift": "hard-st"}, {"lift": "sampled-st"}, {"kernel": "drifting-code"},
+    {"features": "layers", "feature_window": 4}, {"negatives": "rollout", "rollout_nfe": 2}, {"attraction": 2.0},
+])
+def test_every_variant_gives_finite_losses_and_gradients(overrides):
+    model, process, x0 = _tiny_setup()
+    stats, grads, _ = _run_objective(DriftSpec(queue_size=8, **overrides), model, process, x0)
+    assert torch.isfinite(stats["loss"]) and grads and all(torch.isfinite(g).all() for g in grads.values())
+
+
+class IdentityEncoder(FeatureEncoder):
+    """Features of the probability vectors themselves (the paper map over two identical 'layers')."""
+
+    def hidden_states(self, tokens):
+        probs = tokens if tokens.is_floating_point() else F.one_hot(tokens, 4).float()
+        return [probs, probs, probs]
 
 
 def test_toy_categorical_model_moves_to_the_data_distribution():
-    """Learnable logits over 4 classes, data mostly class 3: drift steps cut the KL to the data."""
+    """Learnable logits over 4 classes; data mostly class 3; the generated 'sequences' are
+    Gumbel-softmax draws. Feature drift steps with queues cut the KL to the data."""
     torch.manual_seed(0)
     target = torch.tensor([0.05, 0.1, 0.15, 0.7])
     logits = torch.nn.Parameter(torch.tensor([2.0, 1.0, 0.0, -1.0]))
     optimizer = torch.optim.Adam([logits], lr=0.05)
-    spec = DriftSpec(variant="logit", temperatures=[0.05, 0.2, 1.0], scale=1.0)
+    objective = TokenDrift(DriftSpec(queue_size=256), IdentityEncoder())
 
     def kl():
         p = logits.detach().softmax(0)
@@ -153,55 +328,12 @@ def test_toy_categorical_model_moves_to_the_data_distribution():
     history = [kl()]
     for _ in range(300):
         data = torch.multinomial(target, 64, replacement=True).view(64, 1)
-        # Each sample's "prediction" is the model's categorical, made discrete by the drift's
-        # kernel through soft one-hots of model samples: here we drift the probability vectors.
-        sample = torch.nn.functional.gumbel_softmax(logits.expand(64, 1, 4), tau=0.5)
-        loss, _ = drift_loss(sample.clamp_min(1e-9).log(), data, None, spec)
+        sample = F.gumbel_softmax(logits.expand(64, 1, 4), tau=0.5).clamp_min(1e-9).log()
+        _, grad, _ = objective.drift_term(sample, data, None)
         optimizer.zero_grad()
-        loss.backward()
+        sample.backward(grad)
         optimizer.step()
         history.append(kl())
     window = 50
     averages = [sum(history[i:i + window]) / window for i in range(0, len(history) - window + 1, window)]
-    assert averages[-1] < 0.05 * history[0]
-    # Falls on average: no window is worse than the one before, up to the noise of the floor.
-    assert all(b <= a + 0.02 for a, b in zip(averages, averages[1:])), averages
-
-
-class TwoLayerEncoder(torch.nn.Module):
-    """A frozen encoder with two feature layers."""
-
-    def __init__(self, vocab):
-        super().__init__()
-        self.first, self.second = TinyEncoder(vocab, 3), TinyEncoder(vocab, 2)
-
-    def forward(self, probs):
-        return self.first(probs) + self.second(probs)
-
-
-def test_several_feature_layers_average_their_drift_losses():
-    torch.manual_seed(1)
-    log_probs = torch.randn(6, 4, 5).log_softmax(-1)
-    x0 = torch.randint(0, 5, (6, 4))
-    both = TwoLayerEncoder(5)
-    spec = DriftSpec(temperatures=[0.5])
-    loss, _ = drift_loss(log_probs, x0, both, spec)
-    first, _ = drift_loss(log_probs, x0, both.first, spec)
-    second, _ = drift_loss(log_probs, x0, both.second, spec)
-    assert float(loss) == pytest.approx((float(first) + float(second)) / 2, rel=1e-6)
-
-
-def test_straight_through_lift_drifts_the_tokens_with_the_probabilities_gradient():
-    """Forward: the loss of the sampled tokens' one-hots. Backward: through the probabilities."""
-    torch.manual_seed(2)
-    logits = torch.randn(6, 4, 5, requires_grad=True)
-    x0, tokens = torch.randint(0, 5, (6, 4)), torch.randint(0, 5, (6, 4))
-    encoder, spec = TinyEncoder(5, 3), DriftSpec(temperatures=[0.5], lift="straight-through")
-    loss, _ = drift_loss(logits.log_softmax(-1), x0, encoder, spec, tokens=tokens)
-    hard = torch.nn.functional.one_hot(tokens, 5).float().log()  # log one-hot: lift gives the one-hots back
-    expected, _ = drift_loss(hard, x0, encoder, DriftSpec(temperatures=[0.5]))
-    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
-    loss.backward()
-    assert logits.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="straight-through"):
-        drift_loss(logits.log_softmax(-1), x0, encoder, spec)
+    assert averages[-1] < 0.1 * history[0], averages

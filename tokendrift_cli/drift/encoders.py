@@ -1,24 +1,35 @@
-"""Frozen feature spaces: soft tokens [B, L, V] → one feature tensor [B, L, F] per chosen layer.
+"""Frozen feature maps: a sequence of soft tokens (or token ids) → pooled features [G, B, F].
 
-The encoder owns the frozen embedding table the soft tokens are lifted with (p @ E), and its
-parameters never train; gradients flow through it to the probabilities, hence to the logits.
+G is the number of drift sets: 1 for the paper's map, one per layer and window otherwise. The
+encoder's parameters never train; gradients flow through it to the probabilities, hence to the
+denoiser's logits.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tokendrift_cli.spec.drift import DriftSpec
 
 
 class FeatureEncoder(nn.Module):
-    """Base class: freezes whatever module it wraps and picks the feature layers (indices into
-    [embeddings, block 1, ..., block N]; negative ones count from the top; None: every block)."""
+    """Base class: freezes what it wraps and pools hidden states into features.
 
-    layers: tuple[int, ...] | None = None
+    `features='paper'` (App. F): mean over positions of the penultimate and the final hidden
+    states, concatenated and L2-normalised, one feature of size 2d per sequence.
+    `features='layers'`: the hidden states at `layers` (indices into [embeddings, block 1, ...,
+    block N]; None: every block), each mean-pooled over the sequence or over windows of `window`
+    positions, every layer and window its own drift set of size d.
+    """
+
+    def __init__(self, features: str = "paper", layers: Sequence[int] | None = None, window: int | None = None):
+        super().__init__()
+        self.features, self.layers, self.window = features, tuple(layers) if layers else None, window
 
     def freeze(self) -> "FeatureEncoder":
         self.eval()
@@ -28,41 +39,58 @@ class FeatureEncoder(nn.Module):
     def train(self, mode: bool = True) -> "FeatureEncoder":
         return super().train(False)  # frozen means frozen: no dropout, ever
 
-    def forward(self, probs: torch.Tensor) -> list[torch.Tensor]:
-        states = self.hidden_states(probs)
-        return [states[i] for i in self.layers] if self.layers else list(states[1:])
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: ids [B, L] or probability vectors [B, L, V] → features [G, B, F]."""
+        states = self.hidden_states(tokens)
+        if self.features == "paper":
+            pooled = torch.cat([states[-2].mean(1), states[-1].mean(1)], dim=-1).float()
+            return F.normalize(pooled, dim=-1).unsqueeze(0)
+        chosen = [states[i] for i in self.layers] if self.layers else list(states[1:])
+        return torch.cat([pool(h.float(), self.window) for h in chosen])
 
-    def hidden_states(self, probs: torch.Tensor) -> list[torch.Tensor] | tuple[torch.Tensor, ...]:
+    def hidden_states(self, tokens: torch.Tensor) -> Sequence[torch.Tensor]:
+        """[embeddings, output of block 1, ..., of block N], each [B, L, d]."""
         raise NotImplementedError
+
+
+def pool(states: torch.Tensor, window: int | None) -> torch.Tensor:
+    """[B, L, F] → [G, B, F]: one group for the whole sequence, or one per window of positions."""
+    if window is None:
+        return states.mean(1).unsqueeze(0)
+    batch, length, dim = states.shape
+    usable = length - length % window
+    return states[:, :usable].reshape(batch, usable // window, window, dim).mean(2).transpose(0, 1)
 
 
 class BackboneCopyEncoder(FeatureEncoder):
     """The denoiser's frozen initial copy, read at clean conditioning (sigma = 0)."""
 
-    def __init__(self, model: nn.Module, layers: tuple[int, ...] | None):
-        super().__init__()
-        self.model, self.layers = copy.deepcopy(model), layers
+    def __init__(self, model: nn.Module, **pooling):
+        super().__init__(**pooling)
+        self.model = copy.deepcopy(model)
         self.freeze()
 
-    def hidden_states(self, probs: torch.Tensor) -> list[torch.Tensor]:
-        embeds = self.model.get_input_embeddings()(probs)
-        return self.model.hidden_states(embeds, sigma=None)[0]
+    def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.hidden_states(self.model.get_input_embeddings()(tokens), sigma=None)[0]
 
 
 class TransformersEncoder(FeatureEncoder):
     """Any `transformers` model with input embeddings (e.g. gpt2 for gpt2-tokenized MDLM/DUO)."""
 
-    def __init__(self, name_or_path: str, layers: tuple[int, ...] | None):
-        super().__init__()
+    def __init__(self, name_or_path: str, **pooling):
+        super().__init__(**pooling)
         from transformers import AutoModel
 
-        self.model, self.layers = AutoModel.from_pretrained(name_or_path), layers
+        self.model = AutoModel.from_pretrained(name_or_path)
         self.freeze()
 
-    def hidden_states(self, probs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def hidden_states(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         table = self.model.get_input_embeddings().weight
-        probs = _match_vocab(probs, table.shape[0])
-        return self.model(inputs_embeds=probs.to(table.dtype) @ table, output_hidden_states=True).hidden_states
+        if tokens.is_floating_point():
+            embeds = _match_vocab(tokens, table.shape[0]).to(table.dtype) @ table
+        else:
+            embeds = F.embedding(tokens, table)
+        return self.model(inputs_embeds=embeds, output_hidden_states=True).hidden_states
 
 
 def _match_vocab(probs: torch.Tensor, size: int) -> torch.Tensor:
@@ -70,12 +98,12 @@ def _match_vocab(probs: torch.Tensor, size: int) -> torch.Tensor:
     encoder lacks, e.g. MDLM's [MASK] after GPT-2's 50257 tokens, whose probability SUBS zeroes."""
     vocab = probs.shape[-1]
     if vocab < size:
-        return torch.nn.functional.pad(probs, (0, size - vocab))
+        return F.pad(probs, (0, size - vocab))
     return probs[..., :size]
 
 
-def build_encoder(spec: DriftSpec, model: nn.Module, tokenizer=None) -> FeatureEncoder:
-    layers = tuple(spec.feature_layers) if spec.feature_layers else None
+def build_encoder(spec: DriftSpec, model: nn.Module) -> FeatureEncoder:
+    pooling = {"features": spec.features, "layers": spec.feature_layers, "window": spec.feature_window}
     if spec.encoder == "backbone-copy":
-        return BackboneCopyEncoder(model, layers)
-    return TransformersEncoder(spec.encoder, layers)
+        return BackboneCopyEncoder(model, **pooling)
+    return TransformersEncoder(spec.encoder, **pooling)

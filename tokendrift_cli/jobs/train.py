@@ -23,8 +23,8 @@ from accelerate.utils import set_seed
 
 from tokendrift_cli.data import load_data
 from tokendrift_cli.diffusion import make_process
-from tokendrift_cli.diffusion.sampling import categorical
 from tokendrift_cli.errors import InputError, JobError
+from tokendrift_cli.drift import TokenDrift, build_encoder, diffusion_objective
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser
@@ -54,7 +54,8 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     process = make_process(
         spec.model.backbone, spec.diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
     )
-    objective = _objective(spec, model, tokenizer, accelerator)
+
+    objective = _objective(spec, model, accelerator)  # before prepare: the frozen encoder copies the bare model
 
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -65,6 +66,9 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     ema = EMA(accelerator.unwrap_model(model), spec.optim.ema) if spec.optim.ema > 0 else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
+    if isinstance(objective, TokenDrift):  # its reference queues are training state too
+        for queue in objective.queues():
+            accelerator.register_for_checkpointing(queue)
     if spec.logging.trackers:
         accelerator.init_trackers("tokendrift", config=spec.model_dump(mode="json"))
 
@@ -86,8 +90,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
                 x0 = train_set[indices]["input_ids"].to(accelerator.device)
                 generator = _generator(accelerator.device, spec.seed, step, micro, accelerator.process_index)
                 with accelerator.accumulate(model):
-                    loss, stats = objective(model, process, x0, generator)
-                    accelerator.backward(loss)
+                    stats = objective(model, process, x0, generator, accelerator.backward)
                     if accelerator.sync_gradients and spec.optim.grad_clip > 0:
                         stats["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), spec.optim.grad_clip))
                     optimizer.step()
@@ -137,35 +140,13 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
 # ---------------------------------------------------------------------------- objective
 
 
-def _objective(spec: TrainSpec, model, tokenizer, accelerator: Accelerator):
-    """The per-micro-batch loss: diffusion NELBO, plus the drift loss under `objective: tokendrift`."""
+def _objective(spec: TrainSpec, model, accelerator: Accelerator):
+    """The per-micro-batch objective: it computes its loss and calls `backward` on it."""
     if spec.objective == "diffusion":
-        def diffusion_only(model, process, x0, generator):
-            out = process.loss(as_denoiser(model), x0, generator)
-            return out.loss, {"loss": out.loss.detach(), "diffusion_loss": out.loss.detach()}
-
-        return diffusion_only
-
-    from tokendrift_cli.drift import build_encoder, drift_loss
-
-    drift = spec.drift
-    encoder = build_encoder(drift, model, tokenizer).to(accelerator.device) if drift.variant != "logit" else None
+        return diffusion_objective
+    encoder = build_encoder(spec.drift, model).to(accelerator.device)
     gather = accelerator.gather if accelerator.num_processes > 1 else None
-
-    def tokendrift(model, process, x0, generator):
-        denoiser = as_denoiser(model)
-        out = process.loss(denoiser, x0, generator)
-        log_probs, tokens = out.log_probs, None
-        if drift.negatives == "rollout":  # drift what the fixed-NFE sampler generates
-            tokens, log_probs = process.sample_with_predictions(denoiser, x0.shape[0], x0.shape[1], drift.rollout_nfe, generator)
-        elif drift.lift == "straight-through":  # one parallel decode of x_t from the marginals
-            tokens = categorical(log_probs.detach().exp(), generator)
-        drift_value, drift_stats = drift_loss(log_probs, x0, encoder, drift, gather=gather, tokens=tokens)
-        loss = drift.weight * drift_value + (out.loss if drift.keep_diffusion else 0)
-        stats = {"loss": loss.detach(), "diffusion_loss": out.loss.detach(), "drift_loss": drift_value.detach()}
-        return loss, {**stats, **drift_stats}
-
-    return tokendrift
+    return TokenDrift(spec.drift, encoder, gather, accelerator.process_index, accelerator.device)
 
 
 @torch.no_grad()
