@@ -1,6 +1,7 @@
 """The training loop: embedded default, exact resume after SIGKILL, several processes, matched baseline."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -60,7 +61,8 @@ def test_matched_baseline_sees_the_same_batches_and_noise(cli, tmp_path):
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
-    steps = ["--max-steps", "12", "--set", "logging.save_every=3", *FAST]
+    """TokenDrift with reference queues of 20 (8 sequences a step): full and evicting when killed."""
+    steps = ["--max-steps", "12", "--set", "logging.save_every=3", "--set", "drift.queue_size=20", *FAST]
     reference = tmp_path / "reference"
     done = _tokendrift("train", "--out", str(reference), "--quiet", *steps)
     assert done.returncode == 0, done.stderr
@@ -83,6 +85,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     expected, got = _metrics(reference), _metrics(killed)
     assert [r["step"] for r in got] == list(range(1, 13))
     assert [r["loss"] for r in got] == [r["loss"] for r in expected]
+    assert [r["queue_fill"] for r in got] == [0, 8, 16] + [20] * 9
 
 
 def test_resume_without_checkpoint_is_a_clear_error(cli, tmp_path):
@@ -113,3 +116,56 @@ def test_two_processes_gather_drift_features(tmp_path):
     assert json.loads((out / "results.json").read_text())["processes"] == 2
     # Each process holds 4 sequences; the drift sets hold all 8 (without the gather they would hold 4).
     assert all(r["drift_batch"] == 8 for r in rows)
+
+
+def test_tokendrift_resolves_to_the_papers_settings_with_no_flags():
+    from tokendrift_cli.spec import load_spec
+
+    drift = load_spec("train", options={"objective": "tokendrift"}).drift
+    assert (drift.variant, drift.base_loss, drift.alpha, drift.lift, drift.encoder) == ("feature", False, 1.0, "soft", "backbone-copy")
+    assert (drift.features, drift.kernel, drift.temperatures, drift.queue_size) == ("paper", "paper", [0.02, 0.05, 0.2], 1024)
+    assert (drift.attraction, drift.repulsion, drift.negatives) == (1.0, 1.0, "denoise")
+
+
+@pytest.mark.parametrize("backbone", ["mdlm", "duo"])
+def test_paper_presets_run_on_local_stand_ins_for_the_hub(cli, tmp_path, backbone):
+    """tokendrift-owt-<backbone> resolves to the paper's setup; two steps run with the hub names
+    swapped for a local checkpoint in the released layout, a local corpus and tokenizer."""
+    from safetensors.torch import save_file
+    from test_dit import H, V, reference_state_dict
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from tokendrift_cli.spec import load_spec
+
+    spec = load_spec("train", preset=f"tokendrift-owt-{backbone}")
+    hub = {"mdlm": "kuleshov-group/mdlm-owt", "duo": "s-sahoo/duo"}[backbone]
+    assert (spec.model.init, spec.data.source, spec.data.seq_len, spec.optim.lr) == (hub, "openwebtext", 1024, 3e-5)
+    assert spec.optim.batch_size == 512 and spec.optim.max_steps == 13000 and spec.drift == type(spec.drift)()
+
+    words = ["<|endoftext|>", "<unk>", "a", "b", "c", "d", "e", "f", "g", "h"]  # 10 ids; MDLM's [MASK] is the 11th
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", unk_token="<unk>").save_pretrained(tmp_path / "tok")
+    corpus = tmp_path / "owt.jsonl"
+    corpus.write_text("".join(json.dumps({"text": " ".join(words[2 + (i * j) % 8] for j in range(7))}) + "\n" for i in range(60)))
+    released = tmp_path / f"{backbone}-released"
+    released.mkdir()
+    save_file(reference_state_dict(), released / "model.safetensors")
+    config = {"model_type": "mdlm", "n_heads": H, "model_length": 8}
+    (released / "config.json").write_text(json.dumps(config | ({"time_conditioning": False} if backbone == "mdlm" else {})))
+    assert V == len(words) + 1
+
+    out = tmp_path / "run"
+    code, stdout, stderr = cli(
+        "train", "--preset", f"tokendrift-owt-{backbone}", "--out", str(out), "--json", "--max-steps", "2",
+        "--set", f"model.init={released}", "--set", f"data.source={corpus}", "--set", f"data.tokenizer={tmp_path / 'tok'}",
+        "--set", "data.seq_len=8", "--set", "optim.batch_size=4", "--set", "optim.grad_accum=2",
+        "--set", "optim.mixed_precision=no", "--set", "logging.valid_sequences=4", "--set", "logging.log_every=1",
+    )
+    assert code == 0, stderr
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["drift_loss"]) and math.isfinite(r["grad_logits_drift"]) for r in rows)
+    assert "grad_logits_base" not in rows[0]  # the drift loss alone
+    assert rows[1]["queue_fill"] > 0  # the reference queues carry features across micro-steps

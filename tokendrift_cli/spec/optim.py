@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tokendrift_cli.spec.base import StrictModel
 
@@ -19,3 +19,8 @@ class OptimSpec(StrictModel):
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of the weights; 0 disables EMA")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        return "no" if value is False else value  # YAML reads a bare `no` as false
