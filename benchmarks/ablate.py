@@ -1,16 +1,16 @@
-"""What each TokenDrift setting does: short continuations of reproduce.py's starting checkpoints.
+"""The paper's ablations (Tables 3–6) and ours: continuations of reproduce.py's starting checkpoints.
 
 For each backbone, the `init` checkpoint that `benchmarks/reproduce.py` pretrained is continued
-for the same few hundred steps once per setting below (the matched baseline, the shipped
-defaults, and one `--set` change or a few at a time), then judged at NFE 4 and 16 with the
-oracle. Same seed, data order and noise in every arm, so the rows differ only by the setting.
+for the same steps once per setting below (the matched baseline, the paper's defaults, and one
+`--set` change or a few at a time) over three seeds, at the learning rate reproduce.py chose on
+the baseline arm, then judged with the oracle. Same data order and noise per seed in every arm,
+so the rows of one seed differ only by the setting.
 
-    python benchmarks/reproduce.py && python benchmarks/ablate.py    # 22 + 27 minutes on the 2-core CPU of 2026-11-24
-    python benchmarks/ablate.py --plan seeds    # baseline and defaults over 3 seeds: the noise scale
+    python benchmarks/reproduce.py && python benchmarks/ablate.py
     python benchmarks/reproduce.py --quick && python benchmarks/ablate.py --quick
 
-Writes <out>/ablate[-<plan>].json and .md (with several seeds: mean ± standard deviation);
-every step is a printed `tokendrift` command.
+Writes <out>/ablate[-quick].json and .md (mean ± standard deviation over seeds); every step is a
+printed `tokendrift` command, and a step that finished before is not run again.
 """
 
 from __future__ import annotations
@@ -23,43 +23,50 @@ from pathlib import Path
 
 from reproduce import tokendrift
 
-ROLLOUT = "drift.negatives=rollout"
-STRAIGHT = "drift.lift=straight-through"
 SETTINGS = {  # name -> (backbones, --set overrides of the TokenDrift arm); "baseline" is objective diffusion
     "baseline": ("mdlm,duo", None),
-    "defaults": ("mdlm,duo", []),
-    "last block only": ("mdlm,duo", ["drift.feature_layers=[-1]"]),
-    "second block only": ("mdlm", ["drift.feature_layers=[2]"]),
-    "embeddings only": ("mdlm", ["drift.feature_layers=[0]"]),
-    "kernel temperatures x3": ("mdlm", ["drift.temperatures=[0.06,0.15,0.6]"]),
-    "per position": ("mdlm,duo", ["drift.feature_window=1"]),
-    "windows of 4": ("mdlm", ["drift.feature_window=4"]),
-    "weight 5": ("mdlm", ["drift.weight=5"]),
-    "logit variant": ("mdlm", ["drift.variant=logit"]),
-    "straight-through": ("mdlm", [STRAIGHT]),
-    "roll-out": ("mdlm", [ROLLOUT]),
-    "roll-out, straight-through": ("mdlm,duo", [ROLLOUT, STRAIGHT]),
-    "drift loss alone": ("mdlm", ["drift.keep_diffusion=false"]),
+    "defaults": ("mdlm,duo", []),  # the paper's: soft lift, feature L2, drift alone, queues 1024, 1:1
+    # Table 3: the encoder's input
+    "hard-st": ("mdlm", ["drift.lift=hard-st"]),
+    "sampled-st": ("mdlm", ["drift.lift=sampled-st"]),
+    # Table 4: target space and base loss, and the mirror step η (the paper gives none)
+    "mirror L2": ("mdlm", ["drift.variant=mirror-mse"]),
+    "mirror KL": ("mdlm", ["drift.variant=mirror-kl"]),
+    "feature L2 + base": ("mdlm,duo", ["drift.base_loss=true"]),
+    "mirror L2 + base": ("mdlm", ["drift.variant=mirror-mse", "drift.base_loss=true"]),
+    "mirror KL + base": ("mdlm", ["drift.variant=mirror-kl", "drift.base_loss=true"]),
+    "mirror KL, eta 5": ("mdlm", ["drift.variant=mirror-kl", "drift.mirror_step=5"]),
+    "mirror KL, eta 50": ("mdlm", ["drift.variant=mirror-kl", "drift.mirror_step=50"]),
+    # Table 5: reference-set size
+    "queue 4": ("mdlm", ["drift.queue_size=4"]),
+    "queue 64": ("mdlm", ["drift.queue_size=64"]),
+    # Table 6: attraction : repulsion
+    "1:0": ("mdlm", ["drift.attraction=1", "drift.repulsion=0"]),
+    "2:1": ("mdlm", ["drift.attraction=2", "drift.repulsion=1"]),
+    "1:2": ("mdlm", ["drift.attraction=1", "drift.repulsion=2"]),
+    "0:1": ("mdlm", ["drift.attraction=0", "drift.repulsion=1"]),
+    # Ours: the drifting code's kernel; 0.1's feature space (every block its own set)
+    "drifting-code kernel": ("mdlm", ["drift.kernel=drifting-code"]),
+    "layer features": ("mdlm", ["drift.features=layers"]),
 }
 PLANS = {  # "inits": which reproduce.py run's checkpoints are continued
-    "full": dict(steps=300, num_samples=256, nfes="4,16", settings=list(SETTINGS), seeds=[0], inits="full"),
-    "seeds": dict(steps=300, num_samples=256, nfes="4,16", settings=["baseline", "defaults"], seeds=[0, 1, 2], inits="full"),
-    "quick": dict(steps=4, num_samples=16, nfes="4", settings=["baseline", "defaults", "roll-out, straight-through"], seeds=[0, 1], inits="quick"),
+    "full": dict(steps=500, num_samples=256, nfes="4,8,16", settings=list(SETTINGS), seeds=[0, 1, 2], inits="full"),
+    "quick": dict(steps=4, num_samples=16, nfes="4", settings=["baseline", "mirror KL + base"], seeds=[0], inits="quick"),
 }
 
 
-def ablate(backbone: str, name: str, overrides: list[str] | None, init: Path, plan: dict, work: Path, seed: int) -> list[dict]:
-    out = work / f"{backbone}-{name.replace(', ', '-').replace(' ', '-')}" / f"seed{seed}"
+def ablate(backbone: str, name: str, overrides: list[str] | None, init: Path, lr: float, plan: dict, work: Path, seed: int) -> list[dict]:
+    out = work / f"{backbone}-{''.join(c if c.isalnum() else '-' for c in name)}" / f"seed{seed}"
     objective = ["--objective", "diffusion"] if overrides is None else ["--objective", "tokendrift"]
     sets = [a for item in overrides or [] for a in ("--set", item)]
     tokendrift(  # the init run's spec (data, size, batch), continued as reproduce.py continues it
         "train", "--spec", str(init / "spec.yaml"), "--backbone", backbone, "--init", str(init), "--seed", str(seed),
-        *objective, *sets, "--max-steps", str(plan["steps"]), "--out", str(out),
-        "--set", "optim.warmup_steps=0", "--set", "logging.eval_every=0", "--set", "logging.save_every=0",
+        *objective, *sets, "--max-steps", str(plan["steps"]), "--lr", str(lr),
+        "--set", "optim.warmup_steps=0", "--set", "logging.eval_every=0", "--set", "logging.save_every=0", out=out,
     )
     judged = tokendrift(
         "eval", "--model", str(out), "--nfe", plan["nfes"], "--genppl-model", "oracle",
-        "--num-samples", str(plan["num_samples"]), "--seed", str(seed), "--out", str(out) + "-eval",
+        "--num-samples", str(plan["num_samples"]), "--seed", str(seed), out=out.with_name(out.name + "-eval"),
     )
     return [
         {"backbone": backbone, "setting": name, "overrides": overrides, "seed": seed, "nfe": r["nfe"], "gen_ppl": r["gen_ppl"],
@@ -95,6 +102,8 @@ def main() -> None:
     args = parser.parse_args()
     plan = PLANS[args.plan]
     inits = args.inits or args.out / f"runs-{plan['inits']}"
+    # The learning rate reproduce.py chose on the baseline arm, the same for every setting.
+    chosen = json.loads((args.out / f"reproduce{'' if plan['inits'] == 'full' else '-quick'}.json").read_text())["lr"]
     work = args.out / f"ablate-{args.plan}"
     started = time.perf_counter()
     rows = []
@@ -105,7 +114,7 @@ def main() -> None:
             if not (init / "model").is_dir():
                 raise SystemExit(f"{init}: no starting checkpoint; run benchmarks/reproduce.py{' --quick' if plan['inits'] == 'quick' else ''} first")
             for seed in plan["seeds"]:
-                rows += ablate(backbone, name, overrides, init, plan, work, seed)
+                rows += ablate(backbone, name, overrides, init, chosen[backbone], plan, work, seed)
     rows.sort(key=lambda r: (r["backbone"] != "mdlm", plan["settings"].index(r["setting"]), r["seed"], r["nfe"]))
     suffix = "" if args.plan == "full" else f"-{args.plan}"
     result = {

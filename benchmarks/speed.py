@@ -3,8 +3,9 @@
     python benchmarks/speed.py            # tiny and small presets
     python benchmarks/speed.py --quick    # tiny only, fewer steps
 
-Training: tokens/s of an optimiser step with `objective: diffusion` and with `objective:
-tokendrift` at equal batch (their ratio is TokenDrift's overhead). Sampling: tokens/s at NFE 4
+Training: tokens/s of an optimiser step with `objective: diffusion`, with `objective:
+tokendrift` (the paper's defaults) and with TokenDrift's reference queues off, at equal batch:
+the ratios are TokenDrift's overhead and the queues' own. Sampling: tokens/s at NFE 4
 and 32. Every measurement runs in its own child process, so each reports its own peak memory
 (peak RSS on CPU, peak allocated on CUDA), and the two objectives alternate (A B A B ...) so
 machine noise hits both alike; the median of the repeats is reported. Prints a table, writes
@@ -25,14 +26,23 @@ from pathlib import Path
 # size → (vocab, batch, seq_len). `small` is the papers' 12-layer 768-wide model with GPT-2's
 # vocabulary, at a reduced batch so it fits a CPU.
 SHAPES = {"tiny": (107, 64, 32), "small": (50258, 2, 128)}
+KINDS = ["train-diffusion", "train-tokendrift", "train-tokendrift-batch-only", "train-tokendrift-0.1", "sample-4", "sample-32"]
+# TokenDrift's settings per kind: the paper's defaults; without reference queues; and the
+# closest to the defaults of version 0.1 (every block its own drift set, the drifting code's
+# kernel, no queues, the diffusion loss kept).
+DRIFT_SETTINGS = {
+    "train-tokendrift": {},
+    "train-tokendrift-batch-only": {"queue_size": 0},
+    "train-tokendrift-0.1": {"queue_size": 0, "features": "layers", "kernel": "drifting-code", "base_loss": True},
+}
 
 
 def measure(kind: str, size: str, steps: int) -> dict:
-    """One measurement in this process: 'train-diffusion', 'train-tokendrift', 'sample-4', 'sample-32'."""
+    """One measurement in this process: one of KINDS."""
     import torch
 
     from tokendrift_cli.diffusion import make_process
-    from tokendrift_cli.drift import build_encoder, drift_loss
+    from tokendrift_cli.drift import TokenDrift, build_encoder, diffusion_objective
     from tokendrift_cli.models.dit import DiTConfig, DiTModel, as_denoiser
     from tokendrift_cli.spec.diffusion import DiffusionSpec
     from tokendrift_cli.spec.drift import DriftSpec
@@ -48,16 +58,15 @@ def measure(kind: str, size: str, steps: int) -> dict:
 
     if kind.startswith("train"):
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        drift_spec = DriftSpec()
-        encoder = build_encoder(drift_spec, model).to(device) if kind == "train-tokendrift" else None
+        if kind == "train-diffusion":
+            objective = diffusion_objective
+        else:
+            spec = DriftSpec(**DRIFT_SETTINGS[kind])
+            objective = TokenDrift(spec, build_encoder(spec, model).to(device), device=device)
 
         def step():
-            out = process.loss(denoiser, x0, generator)
-            loss = out.loss
-            if encoder is not None:
-                loss = loss + drift_loss(out.log_probs, x0, encoder, drift_spec)[0]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective(model, process, x0, generator, lambda loss: loss.backward())
             optimizer.step()
 
         tokens = batch * seq_len
@@ -107,7 +116,7 @@ def main() -> None:
     steps = {"tiny": 5 if args.quick else 20, "small": 2}
     # A CPU step of the small model takes seconds: it runs once, the tiny one `--repeats` times.
     repeats = {"tiny": 1 if args.quick else args.repeats, "small": 1}
-    kinds = ["train-diffusion", "train-tokendrift", "sample-4", "sample-32"]
+    kinds = KINDS
     rows = []
     for size in sizes:
         runs = {kind: [] for kind in kinds}
@@ -117,20 +126,22 @@ def main() -> None:
         for kind in kinds:
             rows.append({**runs[kind][0], "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs[kind]),
                          "peak_mib": max(r["peak_mib"] for r in runs[kind]), "repeats": len(runs[kind])})
-    ratios = {}
+    # Cost of a TokenDrift step against a diffusion step, against one without queues, against 0.1's.
+    costs = {against: {} for against in ("train-diffusion", "train-tokendrift-batch-only", "train-tokendrift-0.1")}
     for size in sizes:
-        by_kind = {r["kind"]: r for r in rows if r["size"] == size}
-        ratios[size] = by_kind["train-diffusion"]["tokens_per_s"] / by_kind["train-tokendrift"]["tokens_per_s"]
+        by_kind = {r["kind"]: r["tokens_per_s"] for r in rows if r["size"] == size}
+        for against, by_size in costs.items():
+            by_size[size] = by_kind[against] / by_kind["train-tokendrift"]
     command = "python benchmarks/speed.py" + (" --quick" if args.quick else "")
-    result = {"rows": rows, "tokendrift_overhead": ratios, "command": command}
+    result = {"rows": rows, "tokendrift_cost_vs": costs, "command": command}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / ("speed-quick.json" if args.quick else "speed.json")).write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"{'size':<6} {'measurement':<18} {'tokens/s':>10} {'peak MiB':>9}  (batch × len, vocab)")
+    print(f"{'size':<6} {'measurement':<28} {'tokens/s':>10} {'peak MiB':>9}  (batch × len, vocab)")
     for r in rows:
-        print(f"{r['size']:<6} {r['kind']:<18} {r['tokens_per_s']:>10.0f} {r['peak_mib']:>9.0f}  ({r['batch']} × {r['seq_len']}, {r['vocab']})")
-    for size, ratio in ratios.items():
-        print(f"TokenDrift step costs {ratio:.2f}× a diffusion step ({size})")
+        print(f"{r['size']:<6} {r['kind']:<28} {r['tokens_per_s']:>10.0f} {r['peak_mib']:>9.0f}  ({r['batch']} × {r['seq_len']}, {r['vocab']})")
+    for size in sizes:
+        print(f"TokenDrift step ({size}) costs " + ", ".join(f"{by_size[size]:.2f}× a {against[len('train-'):]} step" for against, by_size in costs.items()))
     print(json.dumps(result))
 
 

@@ -17,24 +17,35 @@ def test_reproduce_quick(tmp_path):
     assert keys == {(b, a, n) for b in ("mdlm", "duo") for a in ("init", "baseline", "tokendrift") for n in (4, 8, 16, 32)}
     for row in result["rows"]:
         assert row["gen_ppl"] > 0 and 0 <= row["acceptance"] <= 1 and 0 <= row["ngram_jsd"] <= 1 and row["entropy"] >= 0
-    assert set(result["floor"]) == {"mdlm", "duo"} and result["command"].endswith("--quick")
+        assert row["seeds"] == 2 and row["gen_ppl_sd"] >= 0
+    assert set(result["floor"]) == {"mdlm", "duo"} and result["command"].endswith("--quick") and result["stage"] == "complete"
+    assert result["lr"] == {"mdlm": 1e-3, "duo": 1e-3} and {r["arm"] for r in result["sweep"]} == {"baseline", "tokendrift"}
+    assert {(r["backbone"], r["nfe"]) for r in result["reductions"]} == {(b, n) for b in ("mdlm", "duo") for n in (4, 8, 16, 32)}
     steps = sorted({d["step"] for d in result["dynamics"] if d["backbone"] == "mdlm" and d["arm"] == "tokendrift"})
-    assert steps == [5, 10]
+    assert steps == [0, 5, 10]
     assert "reduction" in (tmp_path / "reproduce-quick.md").read_text()
-    for name in ("genppl_vs_nfe-quick.png", "genppl_nfe4_vs_step-quick.png"):
+    for name in ("genppl_vs_nfe-quick.png", "genppl_vs_step-quick.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    # A second run finds every step done and runs nothing again.
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--quick", "--out", str(tmp_path)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "$ tokendrift" not in again.stdout
+    assert json.loads((tmp_path / "reproduce-quick.json").read_text())["rows"] == result["rows"]
 
     # ablate.py continues the checkpoints reproduce.py pretrained
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablate.py"), "--quick", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     ablation = json.loads((tmp_path / "ablate-quick.json").read_text())
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ablate import SETTINGS
+
     assert {(r["backbone"], r["setting"], r["seed"]) for r in ablation["rows"]} == {
-        (b, s, seed) for b in ("mdlm", "duo") for s in ("baseline", "defaults", "roll-out, straight-through") for seed in (0, 1)
+        (b, s, seed) for s in ("baseline", "mirror KL + base") for b in SETTINGS[s][0].split(",") for seed in (0,)
     }
-    spec = (tmp_path / "ablate-quick" / "mdlm-roll-out-straight-through" / "seed1" / "spec.yaml").read_text()
-    assert "negatives: rollout" in spec and "lift: straight-through" in spec and "seq_len: 16" in spec and "seed: 1" in spec
-    assert "| mdlm | defaults |" in (tmp_path / "ablate-quick.md").read_text()
+    spec = (tmp_path / "ablate-quick" / "mdlm-mirror-KL---base" / "seed0" / "spec.yaml").read_text()
+    assert "variant: mirror-kl" in spec and "base_loss: true" in spec and "seq_len: 16" in spec and "lr: 0.001" in spec
+    assert "| mdlm | mirror KL + base |" in (tmp_path / "ablate-quick.md").read_text()
 
 
 def test_ablate_table_averages_seeds():
@@ -54,7 +65,8 @@ def test_speed_quick(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "speed-quick.json").read_text())
     kinds = {r["kind"] for r in result["rows"]}
-    assert kinds == {"train-diffusion", "train-tokendrift", "sample-4", "sample-32"}
+    assert kinds == {"train-diffusion", "train-tokendrift", "train-tokendrift-batch-only", "train-tokendrift-0.1", "sample-4", "sample-32"}
     assert all(r["tokens_per_s"] > 0 and r["peak_mib"] > 0 for r in result["rows"])
-    assert result["tokendrift_overhead"]["tiny"] > 0
-    assert "TokenDrift step costs" in done.stdout
+    assert set(result["tokendrift_cost_vs"]) == {"train-diffusion", "train-tokendrift-batch-only", "train-tokendrift-0.1"}
+    assert all(by_size["tiny"] > 0 for by_size in result["tokendrift_cost_vs"].values())
+    assert "TokenDrift step (tiny) costs" in done.stdout

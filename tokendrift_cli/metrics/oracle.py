@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tokendrift_cli.data.synthetic import SyntheticLanguage
+from tokendrift_cli.metrics.text_stats import sample_entropy
 
 
 @dataclass
@@ -58,5 +59,9 @@ class OracleJudge:
 
     def floor(self, seq_len: int, num_samples: int, seed: int) -> dict:
         """The language's own samples through the same judge, and the exact expectation."""
-        own = self.score_ids(self.language.sample(num_samples, seq_len, seed))
-        return {"gen_ppl": own.gen_ppl, "acceptance": own.acceptance, "exact_gen_ppl": math.exp(self.language.entropy(seq_len))}
+        ids = self.language.sample(num_samples, seq_len, seed)
+        own = self.score_ids(ids)
+        return {
+            "gen_ppl": own.gen_ppl, "acceptance": own.acceptance, "exact_gen_ppl": math.exp(self.language.entropy(seq_len)),
+            "entropy": sample_entropy(torch.as_tensor(ids).tolist()),  # the sample entropy a perfect model's samples have
+        }
