@@ -21,6 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
+from reproduce import PLANS as PRETRAIN_PLANS
 from reproduce import tokendrift
 
 SETTINGS = {  # name -> (backbones, --set overrides of the TokenDrift arm); "baseline" is objective diffusion
@@ -59,10 +60,12 @@ def ablate(backbone: str, name: str, overrides: list[str] | None, init: Path, lr
     out = work / f"{backbone}-{''.join(c if c.isalnum() else '-' for c in name)}" / f"seed{seed}"
     objective = ["--objective", "diffusion"] if overrides is None else ["--objective", "tokendrift"]
     sets = [a for item in overrides or [] for a in ("--set", item)]
-    tokendrift(  # the init run's spec (data, size, batch), continued as reproduce.py continues it
-        "train", "--spec", str(init / "spec.yaml"), "--backbone", backbone, "--init", str(init), "--seed", str(seed),
-        *objective, *sets, "--max-steps", str(plan["steps"]), "--lr", str(lr),
-        "--set", "optim.warmup_steps=0", "--set", "logging.eval_every=0", "--set", "logging.save_every=0", out=out,
+    pretrain = PRETRAIN_PLANS[plan["inits"]]
+    tokendrift(  # continued as reproduce.py continues it: same data, batch and schedule
+        "train", "--backbone", backbone, "--init", str(init), "--seed", str(seed), "--batch-size", str(pretrain["batch_size"]),
+        "--set", f"data.seq_len={pretrain['seq_len']}", *objective, *sets, "--max-steps", str(plan["steps"]), "--lr", str(lr),
+        "--set", "optim.warmup_steps=0", "--set", "logging.eval_every=0", "--set", "logging.save_every=0",
+        "--set", "quality.num_samples=0", out=out,
     )
     judged = tokendrift(
         "eval", "--model", str(out), "--nfe", plan["nfes"], "--genppl-model", "oracle",

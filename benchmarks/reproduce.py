@@ -62,11 +62,11 @@ class Study:
 
     def common(self, backbone: str, seed: int) -> list[str]:
         return ["--backbone", backbone, "--seed", str(seed), "--batch-size", str(self.plan["batch_size"]),
-                "--set", f"data.seq_len={self.plan['seq_len']}", "--set", "logging.eval_every=0"]
+                "--set", f"data.seq_len={self.plan['seq_len']}", "--set", "logging.eval_every=0", "--set", "quality.num_samples=0"]
 
     def pretrain(self, backbone: str) -> Path:
         out = self.work / f"{backbone}-init"
-        tokendrift("train", *self.common(backbone, 0), "--objective", "diffusion",
+        tokendrift("train", *self.common(backbone, 0), "--objective", "diffusion", "--init", "none",
                    "--max-steps", str(self.plan["pretrain_steps"]), out=out)
         return out
 

@@ -34,7 +34,8 @@ def trained_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs") / "train-mdlm"
     args = [
-        "train", "--objective", "diffusion", "--max-steps", "60", "--out", str(out), "--quiet",
+        "train", "--objective", "diffusion", "--init", "none", "--max-steps", "60", "--out", str(out), "--quiet",
+        "--set", "quality.num_samples=0",
         "--set", "data.num_train=2048", "--set", "data.num_valid=64", "--set", "data.seq_len=16",
         "--set", "optim.batch_size=32", "--set", "optim.lr=1e-3", "--set", "logging.eval_every=0",
         "--set", f"data.cache_dir={tmp_path_factory.mktemp('cache')}",

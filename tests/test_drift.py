@@ -296,7 +296,7 @@ def test_queues_fill_and_a_one_sequence_batch_stays_finite():
 
 @pytest.mark.parametrize("overrides", [
     {"variant": "mirror-kl"}, {"lift": "hard-st"}, {"lift": "sampled-st"}, {"kernel": "drifting-code"},
-    {"features": "layers", "feature_window": 4}, {"negatives": "rollout", "rollout_nfe": 2}, {"attraction": 2.0},
+    {"features": "layers", "feature_window": 4}, {"negatives": "rollout"}, {"attraction": 2.0},
 ])
 def test_every_variant_gives_finite_losses_and_gradients(overrides):
     model, process, x0 = _tiny_setup()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-# A few seconds a run: tiny model, short sequences, small batches.
+# A few seconds a run: tiny model from scratch, short sequences, small batches, no quality report.
 FAST = [
+    "--init", "none", "--set", "quality.num_samples=0",
     "--set", "data.num_train=256", "--set", "data.num_valid=32", "--set", "data.seq_len=16",
     "--set", "optim.batch_size=8", "--set", "optim.warmup_steps=2",
     "--set", "logging.log_every=1", "--set", "logging.eval_every=0", "--set", "logging.valid_sequences=16",
@@ -169,3 +170,55 @@ def test_paper_presets_run_on_local_stand_ins_for_the_hub(cli, tmp_path, backbon
     assert all(math.isfinite(r["drift_loss"]) and math.isfinite(r["grad_logits_drift"]) for r in rows)
     assert "grad_logits_base" not in rows[0]  # the drift loss alone
     assert rows[1]["queue_fill"] > 0  # the reference queues carry features across micro-steps
+
+
+def test_train_reports_quality_before_and_after_at_its_nfe(cli, tmp_path, trained_run):
+    """--nfe 4: the starting checkpoint and the trained model are sampled and judged alike, and
+    each equals what `tokendrift eval` reports for the same model, NFE, sample count and seed."""
+    out = tmp_path / "continued"
+    data = ["--set", "data.seq_len=16", "--set", "data.num_train=256", "--set", "data.num_valid=32",
+            "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    code, stdout, stderr = cli(
+        "train", "--init", str(trained_run), "--objective", "diffusion", "--nfe", "4", "--max-steps", "3", "--seed", "3",
+        "--out", str(out), "--json", "--set", "quality.num_samples=16", "--set", "optim.batch_size=8", "--lr", "3e-3",
+        "--set", "optim.warmup_steps=0",
+        "--set", "logging.eval_every=0", *data,
+    )
+    assert code == 0, stderr
+    quality = json.loads(stdout)["quality"]
+    assert quality["nfe"] == 4 and quality["judge"] == "oracle"
+    for name, model in (("before", trained_run), ("after", out)):
+        code, stdout, stderr = cli("eval", "--model", str(model), "--nfe", "4", "--num-samples", "16", "--seed", "3",
+                                   "--metrics", "genppl,entropy", "--out", str(tmp_path / f"eval-{name}"), "--json")
+        assert code == 0, stderr
+        row = json.loads(stdout)["rows"][0]
+        assert quality[name]["gen_ppl"] == pytest.approx(row["gen_ppl"], rel=1e-9)
+        assert quality[name]["entropy"] == pytest.approx(row["entropy"], rel=1e-9)
+    assert quality["before"] != quality["after"]
+
+
+def test_builtin_init_is_pretrained_once_then_read_from_the_cache(cli, tmp_path, monkeypatch):
+    from tokendrift_cli.jobs import train
+
+    monkeypatch.setattr(train, "BUILTIN_STEPS", 3)
+    cache = tmp_path / "cache"
+    common = ["--max-steps", "1", "--json", "--set", f"data.cache_dir={cache}", "--set", "data.num_train=128",
+              "--set", "data.num_valid=32", "--set", "data.seq_len=16", "--set", "optim.batch_size=8",
+              "--set", "quality.num_samples=8", "--set", "logging.eval_every=0"]
+    code, stdout, stderr = cli("train", "--out", str(tmp_path / "first"), *common)
+    assert code == 0, stderr
+    init = Path(json.loads(stdout)["init"])
+    assert init.parent == cache / "pretrained" and init.name.startswith("mdlm-tiny-")
+    assert "pretraining the builtin mdlm checkpoint" in stderr and str(init) in stderr
+    assert json.loads((init / "results.json").read_text())["steps"] == 3
+    assert not list(cache.glob("pretrained/*.building"))
+    weights = init / "model" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+
+    code, stdout, stderr = cli("train", "--out", str(tmp_path / "second"), *common)
+    assert code == 0, stderr
+    assert json.loads(stdout)["init"] == str(init) and weights.stat().st_mtime_ns == stamp
+    assert "pretraining the builtin" not in stderr
+
+    code, _, stderr = cli("train", "--set", f"data.source={tmp_path / 'corpus.txt'}", "--out", str(tmp_path / "text"))
+    assert code == 2 and "model.init: 'builtin' is pretrained on the synthetic language" in stderr

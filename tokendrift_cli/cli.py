@@ -93,9 +93,9 @@ def _job_module(command: str):
 @app.command()
 def train(
     backbone: Annotated[Optional[str], typer.Option(help="Diffusion backbone: mdlm (masked) or duo (uniform-state).")] = None,
-    init: Annotated[Optional[str], typer.Option(help="Checkpoint to continue from: hub name, local folder or train run dir. Default: train from scratch.")] = None,
+    init: Annotated[Optional[str], typer.Option(help="Checkpoint to continue from: hub name, local folder or train run dir; 'builtin' (default): the toolkit's pretrained tiny model; 'none': from scratch.")] = None,
     objective: Annotated[Optional[str], typer.Option(help="diffusion (the matched baseline) or tokendrift.")] = None,
-    nfe: Annotated[Optional[int], typer.Option(help="NFE of the roll-out that generates drift negatives (when drift.negatives=rollout).")] = None,
+    nfe: Annotated[Optional[int], typer.Option(help="The fixed NFE the run targets: quality before/after is reported at it (drift roll-outs use it too).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sequences per optimiser step (global).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
@@ -121,7 +121,7 @@ def train(
         resume=resume is not None,
         options={
             "seed": seed, "model.backbone": backbone, "model.init": init, "objective": objective,
-            "drift.rollout_nfe": nfe, "optim.max_steps": max_steps, "optim.batch_size": batch_size, "optim.lr": lr,
+            "nfe": nfe, "optim.max_steps": max_steps, "optim.batch_size": batch_size, "optim.lr": lr,
         },
     )
 

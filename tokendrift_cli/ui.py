@@ -53,6 +53,10 @@ class UI:
 
         print(to_json(obj), end="", flush=True)
 
+    def note(self, message: str) -> None:
+        """One plain line of progress news (paths are printed as they are: no markup, no wrapping)."""
+        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
     def error(self, message: str) -> None:
         self.errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
 

@@ -74,10 +74,13 @@ def mirror_loss(log_probs: torch.Tensor, g: torch.Tensor, eta: float, variant: s
 
 
 class TokenDrift:
-    """Holds what persists across micro-steps: the frozen encoder and the two reference queues."""
+    """Holds what persists across micro-steps: the frozen encoder and the two reference queues.
+    `nfe` is the roll-out's budget under `negatives: rollout` (the run's target NFE)."""
 
-    def __init__(self, spec: DriftSpec, encoder: FeatureEncoder, gather: Gather | None = None, rank: int = 0, device="cpu"):
-        self.spec, self.encoder, self.gather, self.rank = spec, encoder, gather, rank
+    def __init__(
+        self, spec: DriftSpec, encoder: FeatureEncoder, gather: Gather | None = None, rank: int = 0, device="cpu", nfe: int = 4,
+    ):
+        self.spec, self.encoder, self.gather, self.rank, self.nfe = spec, encoder, gather, rank, nfe
         self.real_queue = FeatureQueue(spec.queue_size, device)
         self.gen_queue = FeatureQueue(spec.queue_size, device)
 
@@ -88,7 +91,7 @@ class TokenDrift:
         with torch.enable_grad() if spec.base_loss or spec.negatives == "denoise" else torch.no_grad():
             out = process.loss(denoiser, x0, generator)
         if spec.negatives == "rollout":
-            tokens, log_probs = process.sample_with_predictions(denoiser, x0.shape[0], x0.shape[1], spec.rollout_nfe, generator)
+            tokens, log_probs = process.sample_with_predictions(denoiser, x0.shape[0], x0.shape[1], self.nfe, generator)
         else:
             log_probs = out.log_probs
             tokens = categorical(log_probs.detach().exp(), generator) if spec.lift == "sampled-st" else None

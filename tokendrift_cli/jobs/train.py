@@ -8,6 +8,7 @@ run, and a resumed run continues exactly where the checkpoint left it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,21 +19,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 
 from tokendrift_cli.data import load_data
+from tokendrift_cli.data.synthetic import default_cache_dir
 from tokendrift_cli.diffusion import make_process
-from tokendrift_cli.errors import InputError, JobError
 from tokendrift_cli.drift import TokenDrift, build_encoder, diffusion_objective
+from tokendrift_cli.errors import InputError, JobError
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser
-from tokendrift_cli.runs import RunDir, atomic_write_text, to_json
-from tokendrift_cli.spec import TrainSpec
+from tokendrift_cli.runs import RunDir, atomic_write_text, is_main_process, to_json
+from tokendrift_cli.spec import LoggingSpec, QualitySpec, TrainSpec
+from tokendrift_cli.spec.model import BUILTIN
+from tokendrift_cli.spec.optim import OptimSpec
 from tokendrift_cli.ui import UI
 
 CHECKPOINTS = "checkpoints"
+# The builtin starting checkpoint's pretraining (diffusion loss, batch 64): about two minutes of
+# a 2-core CPU for the tiny model, and the budget at which its NFE-4 samples are poor enough to improve.
+BUILTIN_STEPS, BUILTIN_LR = 1500, 1e-3
 
 
 def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
@@ -47,6 +54,8 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     set_seed(spec.seed)
     micro_batch = _micro_batch_size(spec, accelerator.num_processes)
 
+    if spec.model.init == BUILTIN:
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"init": builtin_checkpoint(spec, ui)})})
     data, tokenizer = load_data(spec.data, seed=spec.seed)
     train_set = data["train"].with_format("torch")
     valid_ids = data["validation"].with_format("torch")[: spec.logging.valid_sequences]["input_ids"]
@@ -115,6 +124,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
                 _save_checkpoint(run, accelerator, model, ema, tokenizer, step, spec.logging.keep_checkpoints)
 
     model_dir = _save_final(run, accelerator, model, ema, tokenizer)
+    quality = _quality(spec, model_dir, tokenizer, accelerator, ui) if spec.quality.num_samples else None
     accelerator.end_training()
     seconds = time.perf_counter() - started
     steps_done = spec.optim.max_steps - start_step
@@ -128,12 +138,18 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
         "seconds": seconds,
         "tokens_per_s": steps_done * tokens_per_step / seconds if seconds > 0 else None,
         **{key: last[key] for key in ("loss", "diffusion_loss", "drift_loss", "val_nelbo", "val_ppl") if key in last},
+        "init": spec.model.init,
         "model_path": str(model_dir),
         "checkpoint": str(_latest_checkpoint(run.path)),
     }
     ui.table(f"tokendrift train · {spec.model.backbone} · {spec.objective}", [
         {"": key, "value": value} for key, value in result.items() if value is not None
     ])
+    if quality:
+        result["quality"] = quality
+        ui.table(f"quality at NFE {quality['nfe']} · judge {quality['judge']} · {spec.quality.num_samples} samples", [
+            {"": name, **{k: v for k, v in quality[name].items()}} for name in ("before", "after") if quality[name]
+        ])
     return result
 
 
@@ -146,7 +162,7 @@ def _objective(spec: TrainSpec, model, accelerator: Accelerator):
         return diffusion_objective
     encoder = build_encoder(spec.drift, model).to(accelerator.device)
     gather = accelerator.gather if accelerator.num_processes > 1 else None
-    return TokenDrift(spec.drift, encoder, gather, accelerator.process_index, accelerator.device)
+    return TokenDrift(spec.drift, encoder, gather, accelerator.process_index, accelerator.device, nfe=spec.nfe)
 
 
 @torch.no_grad()
@@ -164,6 +180,62 @@ def _validate(model, ema, process, valid_ids, spec: TrainSpec, accelerator: Acce
             count += batch.numel()
     nelbo = total / count
     return {"val_nelbo": nelbo, "val_ppl": math.exp(nelbo)}
+
+
+# ---------------------------------------------------------------------------- what the run targets
+
+
+def _quality(spec: TrainSpec, model_dir: Path, tokenizer, accelerator: Accelerator, ui: UI) -> dict:
+    """Samples at the run's NFE from the starting checkpoint and from the trained model (the saved
+    weights: EMA when on), judged alike: the oracle on the synthetic language, else quality.judge."""
+    from tokendrift_cli.data.synthetic import SyntheticLanguage
+    from tokendrift_cli.jobs.sample import generate, load_for_sampling
+    from tokendrift_cli.metrics.judging import judge_ids
+    from tokendrift_cli.spec.sampling import SamplingSpec
+
+    quality: dict = {"nfe": spec.nfe}
+    if accelerator.is_main_process:
+        language = SyntheticLanguage(p_eos=spec.data.p_eos) if spec.data.source == "synthetic" else None
+        sampling = SamplingSpec(nfe=spec.nfe, num_samples=spec.quality.num_samples, batch_size=spec.quality.batch_size,
+                                seq_len=spec.data.seq_len)
+        for name, reference in (("before", spec.model.init), ("after", str(model_dir))):
+            if reference is None:  # trained from scratch: nothing to compare with
+                quality[name] = None
+                continue
+            model, _, process = load_for_sampling(reference, accelerator.device)
+            ids = generate(model, process, sampling, spec.seed, ui).ids.tolist()
+            judged = judge_ids(ids, tokenizer.batch_decode(ids), language, spec.quality.judge)
+            quality["judge"] = judged.pop("judge")
+            quality[name] = judged
+    accelerator.wait_for_everyone()
+    return quality
+
+
+def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
+    """The toolkit's own starting checkpoint for `spec`'s backbone, size and synthetic data:
+    pretrained with the diffusion loss on first use, then cached. Every process builds it
+    together (it is a train run), and the folder appears under its final name only when done."""
+    recipe = TrainSpec(
+        objective="diffusion", seed=0, nfe=spec.nfe, data=spec.data,
+        model=spec.model.model_copy(update={"init": None}),
+        optim=OptimSpec(max_steps=BUILTIN_STEPS, lr=BUILTIN_LR, warmup_steps=50, batch_size=64),
+        logging=LoggingSpec(eval_every=0, save_every=0, log_every=100), quality=QualitySpec(num_samples=0),
+    )
+    recipe_json = json.dumps(recipe.model_dump(mode="json", exclude={"data": {"cache_dir"}}), sort_keys=True)
+    key = hashlib.sha256(recipe_json.encode()).hexdigest()[:12]
+    folder = Path(spec.data.cache_dir or default_cache_dir()) / "pretrained" / f"{spec.model.backbone}-{spec.model.size}-{key}"
+    if not (folder / "model" / "config.json").is_file():
+        ui.note(f"pretraining the builtin {spec.model.backbone} checkpoint once ({BUILTIN_STEPS} steps) into {folder}")
+        building = folder.with_name(folder.name + ".building")
+        with RunDir(building) as pretrain:
+            if pretrain.is_main and (building / CHECKPOINTS).exists():  # an interrupted build: start over
+                shutil.rmtree(building / CHECKPOINTS)
+            pretrain.write_yaml("spec.yaml", recipe.model_dump(mode="json"))
+            pretrain.write_json("results.json", run(recipe, pretrain, ui))
+        if is_main_process():
+            os.replace(building, folder)
+        PartialState().wait_for_everyone()
+    return str(folder)
 
 
 # ---------------------------------------------------------------------------- data order and noise

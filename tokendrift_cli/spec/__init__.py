@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from tokendrift_cli.errors import SpecError
 from tokendrift_cli.spec.base import StrictModel
@@ -21,7 +21,7 @@ from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.drift import DriftSpec
 from tokendrift_cli.spec.evaluation import EvaluationSpec
-from tokendrift_cli.spec.model import ModelSpec
+from tokendrift_cli.spec.model import BUILTIN, ModelSpec
 from tokendrift_cli.spec.optim import OptimSpec
 from tokendrift_cli.spec.probe import ProbeSpec
 from tokendrift_cli.spec.sampling import SamplingSpec
@@ -37,18 +37,33 @@ class LoggingSpec(StrictModel):
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="Accelerate trackers")
 
 
+class QualitySpec(StrictModel):
+    num_samples: int = Field(256, ge=0, description="samples judged at the run's nfe before and after training; 0 skips the report")
+    judge: str = Field("auto", description="'auto' (the exact oracle on the synthetic language, gpt2-large otherwise), 'oracle', or a causal LM name/path")
+    batch_size: int = Field(64, ge=1, description="sequences per sampling batch")
+
+
 class TrainSpec(StrictModel):
     command: Literal["train"] = "train"
     seed: int = 0
     objective: Literal["diffusion", "tokendrift"] = Field(
-        "tokendrift", description="'diffusion' is the matched continuation baseline; 'tokendrift' adds the drift loss"
+        "tokendrift", description="'diffusion' is the matched continuation baseline; 'tokendrift' the paper's objective"
     )
+    nfe: int = Field(4, ge=1, description="the fixed sampling budget the run targets: quality is reported at it, drift roll-outs use it")
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     diffusion: DiffusionSpec = Field(default_factory=DiffusionSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
+    quality: QualitySpec = Field(default_factory=QualitySpec)
+
+    @model_validator(mode="after")
+    def _builtin_needs_synthetic(self) -> "TrainSpec":
+        if self.model.init == BUILTIN and self.data.source != "synthetic":
+            raise ValueError(f"model.init: 'builtin' is pretrained on the synthetic language, not on {self.data.source}; "
+                             "give a checkpoint, or 'none' to train from scratch")
+        return self
 
 
 class SampleSpec(StrictModel):

@@ -52,10 +52,9 @@ class DriftSpec(StrictModel):
     queue_size: int = Field(1024, ge=0, description="FIFO queues of detached real and generated features, each this long (paper App. F, Table 5); 0: batch only")
     negatives: Literal["denoise", "rollout"] = Field(
         "denoise",
-        description="generated features from the prediction on the noised real batch (paper App. F), or from a fixed-NFE "
-        "roll-out (each position from the call that decided it)",
+        description="generated features from the prediction on the noised real batch (paper App. F), or from a roll-out "
+        "of the sampler at the run's nfe (each position from the call that decided it)",
     )
-    rollout_nfe: int = Field(4, ge=1, description="NFE of the roll-out when negatives=rollout (train --nfe)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "DriftSpec":
