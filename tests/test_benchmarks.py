@@ -1,9 +1,13 @@
 """The benchmark scripts run end to end in their quick modes and write what docs/results.md reads."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +74,50 @@ def test_speed_quick(tmp_path):
     assert set(result["tokendrift_cost_vs"]) == {"train-diffusion", "train-tokendrift-batch-only", "train-tokendrift-0.1"}
     assert all(by_size["tiny"] > 0 for by_size in result["tokendrift_cost_vs"].values())
     assert "TokenDrift step (tiny) costs" in done.stdout
+
+
+def test_learned_judge_scores_by_hand(tmp_path, cli):
+    """A judge saved as train_judge.py saves it, through `tokendrift eval --samples`, against a hand count.
+
+    The GPT-2 is built so that its logits are a known vector u at every position (final layer norm
+    scaled to zero, its bias the first unit vector, u in the first column of the tied embedding), so
+    the per-token NLL is -log softmax(u)[token], independent of the network's forward pass."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tokendrift_cli.data.synthetic import SyntheticLanguage
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_judge import save
+
+    language = SyntheticLanguage()
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=language.vocab_size, n_positions=32, n_embd=8, n_layer=1, n_head=2,
+                                       bos_token_id=0, eos_token_id=0))
+    u = torch.randn(language.vocab_size, generator=torch.Generator().manual_seed(0)) * 2
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(torch.eye(8)[0])
+        model.transformer.wte.weight[:, 0] = u
+    save(model, language, tmp_path / "judge")
+    # Language samples, two with several EOS: only the first EOS of a row is a target (the rest are padding).
+    pool = language.sample(512, 32, 3)
+    eos_count = (pool == language.eos_id).sum(1)
+    rows = torch.cat([pool[eos_count >= 2][:2], pool[eos_count == 1][:1], pool[eos_count == 0][:3]]).tolist()
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"ids": row, "text": language.decode(row)}) + "\n" for row in rows))
+
+    log_q = torch.log_softmax(u, 0)
+    nll, count = 0.0, 0
+    for row in rows:
+        for t in range(1, len(row)):  # no BOS: the first token is context only
+            if row[t] != 0 or 0 not in row[:t]:
+                nll -= float(log_q[row[t]])
+                count += 1
+    assert count < 6 * 31  # the dropped later EOS are in the hand count's reach
+
+    code, out, _ = cli("eval", "--samples", str(samples), "--genppl-model", str(tmp_path / "judge"), "--metrics", "genppl",
+                       "--out", str(tmp_path / "eval"), "--json")
+    assert code == 0
+    row = json.loads(out)["rows"][0]
+    assert row["judged_tokens"] == count
+    assert row["gen_ppl"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+
