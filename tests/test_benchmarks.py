@@ -121,3 +121,52 @@ def test_learned_judge_scores_by_hand(tmp_path, cli):
     assert row["judged_tokens"] == count
     assert row["gen_ppl"] == pytest.approx(math.exp(nll / count), rel=1e-5)
 
+
+def test_train_judge_and_judge_gap_quick(tmp_path, cli):
+    """train_judge.py --quick learns the language; judge_gap.py --quick judges tiny reproduce-like runs with both judges."""
+    # The folder layout of reproduce.py's runs, with a few steps each instead of reproduce.py --quick.
+    runs = tmp_path / "runs"
+    common = ["--backbone", "mdlm", "--batch-size", "8", "--set", "data.seq_len=16", "--set", "data.num_train=256",
+              "--set", "data.num_valid=32", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "logging.eval_every=0", "--quiet"]
+    assert cli("train", *common, "--objective", "diffusion", "--max-steps", "5", "--out", str(runs / "mdlm-init"))[0] == 0
+    for arm, objective in (("baseline", "diffusion"), ("tokendrift", "tokendrift")):
+        assert cli("train", *common, "--init", str(runs / "mdlm-init"), "--objective", objective, "--lr", "1e-2",
+                   "--max-steps", "3", "--seed", "0", "--out", str(runs / f"mdlm-{arm}-seed0"))[0] == 0
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_judge.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    heldout = json.loads((tmp_path / "train_judge-quick.json").read_text())["heldout"]
+    # Judge minus exact NLL of the same tokens estimates a KL: not below zero beyond noise, and small
+    # next to what a judge that learned nothing pays (log |V| = 4.66 nats against the language's 1.93).
+    assert -3 * heldout["kl_per_token_se"] < heldout["kl_per_token"] < 0.3
+    assert heldout["exact_nll_per_token"] == pytest.approx(heldout["exact_expected_nll_per_token"], abs=0.05)
+
+    command = [sys.executable, str(ROOT / "benchmarks" / "judge_gap.py"), "--quick", "--out", str(tmp_path), "--runs", str(runs),
+               "--backbones", "mdlm"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "train_judge.py" not in done.stdout  # the judge above is found, not trained again
+    result = json.loads((tmp_path / "judge_gap-quick.json").read_text())
+    by_name = {r["name"]: r for r in result["rows"]}
+    assert set(by_name) == {"language-L16", "mdlm-init-nfe4-T1", "mdlm-init-nfe4-T0.8", "mdlm-init-nfe4-T0.6",
+                            "mdlm-baseline-seed0-nfe4-T1", "mdlm-tokendrift-seed0-nfe4-T1"}
+    language, init = by_name["language-L16"], by_name["mdlm-init-nfe4-T1"]
+    # Both judges tell the language from a 5-step model's samples.
+    assert language["acceptance"] == 1.0 and init["acceptance"] < 0.5
+    for judge in ("oracle", "learned"):
+        assert language[f"{judge}_gen_ppl"] < 12 < init[f"{judge}_gen_ppl"]
+    assert result["judge_heldout"] == heldout
+    # The summaries, by hand from the rows.
+    cold = by_name["mdlm-init-nfe4-T0.6"]
+    sharpening = {s["judge"]: s for s in result["sharpening"]}
+    gains = {g["judge"]: g for g in result["gains"]}
+    for judge in ("oracle", "learned"):
+        assert sharpening[judge]["reduction_hot_to_cold"] == pytest.approx(1 - cold[f"{judge}_gen_ppl"] / init[f"{judge}_gen_ppl"])
+        baseline, tokendrift = by_name["mdlm-baseline-seed0-nfe4-T1"], by_name["mdlm-tokendrift-seed0-nfe4-T1"]
+        assert gains[judge]["reduction"] == pytest.approx(1 - tokendrift[f"{judge}_gen_ppl"] / baseline[f"{judge}_gen_ppl"])
+    assert "| mdlm | 4 | 1 |" in (tmp_path / "judge_gap-quick.md").read_text()
+    # A second run finds every step done and runs nothing again.
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "$ " not in again.stdout
+    assert json.loads((tmp_path / "judge_gap-quick.json").read_text())["rows"] == result["rows"]
