@@ -1,9 +1,13 @@
 """The benchmark scripts run end to end in their quick modes and write what docs/results.md reads."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +74,99 @@ def test_speed_quick(tmp_path):
     assert set(result["tokendrift_cost_vs"]) == {"train-diffusion", "train-tokendrift-batch-only", "train-tokendrift-0.1"}
     assert all(by_size["tiny"] > 0 for by_size in result["tokendrift_cost_vs"].values())
     assert "TokenDrift step (tiny) costs" in done.stdout
+
+
+def test_learned_judge_scores_by_hand(tmp_path, cli):
+    """A judge saved as train_judge.py saves it, through `tokendrift eval --samples`, against a hand count.
+
+    The GPT-2 is built so that its logits are a known vector u at every position (final layer norm
+    scaled to zero, its bias the first unit vector, u in the first column of the tied embedding), so
+    the per-token NLL is -log softmax(u)[token], independent of the network's forward pass."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tokendrift_cli.data.synthetic import SyntheticLanguage
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_judge import save
+
+    language = SyntheticLanguage()
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=language.vocab_size, n_positions=32, n_embd=8, n_layer=1, n_head=2,
+                                       bos_token_id=0, eos_token_id=0))
+    u = torch.randn(language.vocab_size, generator=torch.Generator().manual_seed(0)) * 2
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(torch.eye(8)[0])
+        model.transformer.wte.weight[:, 0] = u
+    save(model, language, tmp_path / "judge")
+    # Language samples, two with several EOS: only the first EOS of a row is a target (the rest are padding).
+    pool = language.sample(512, 32, 3)
+    eos_count = (pool == language.eos_id).sum(1)
+    rows = torch.cat([pool[eos_count >= 2][:2], pool[eos_count == 1][:1], pool[eos_count == 0][:3]]).tolist()
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"ids": row, "text": language.decode(row)}) + "\n" for row in rows))
+
+    log_q = torch.log_softmax(u, 0)
+    nll, count = 0.0, 0
+    for row in rows:
+        for t in range(1, len(row)):  # no BOS: the first token is context only
+            if row[t] != 0 or 0 not in row[:t]:
+                nll -= float(log_q[row[t]])
+                count += 1
+    assert count < 6 * 31  # the dropped later EOS are in the hand count's reach
+
+    code, out, _ = cli("eval", "--samples", str(samples), "--genppl-model", str(tmp_path / "judge"), "--metrics", "genppl",
+                       "--out", str(tmp_path / "eval"), "--json")
+    assert code == 0
+    row = json.loads(out)["rows"][0]
+    assert row["judged_tokens"] == count
+    assert row["gen_ppl"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+
+
+def test_train_judge_and_judge_gap_quick(tmp_path, cli):
+    """train_judge.py --quick learns the language; judge_gap.py --quick judges tiny reproduce-like runs with both judges."""
+    # The folder layout of reproduce.py's runs, with a few steps each instead of reproduce.py --quick.
+    runs = tmp_path / "runs"
+    common = ["--backbone", "mdlm", "--batch-size", "8", "--set", "data.seq_len=16", "--set", "data.num_train=256",
+              "--set", "data.num_valid=32", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "logging.eval_every=0", "--quiet"]
+    assert cli("train", *common, "--objective", "diffusion", "--max-steps", "5", "--out", str(runs / "mdlm-init"))[0] == 0
+    for arm, objective in (("baseline", "diffusion"), ("tokendrift", "tokendrift")):
+        assert cli("train", *common, "--init", str(runs / "mdlm-init"), "--objective", objective, "--lr", "1e-2",
+                   "--max-steps", "3", "--seed", "0", "--out", str(runs / f"mdlm-{arm}-seed0"))[0] == 0
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_judge.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    heldout = json.loads((tmp_path / "train_judge-quick.json").read_text())["heldout"]
+    # Judge minus exact NLL of the same tokens estimates a KL: not below zero beyond noise, and small
+    # next to what a judge that learned nothing pays (log |V| = 4.66 nats against the language's 1.93).
+    assert -3 * heldout["kl_per_token_se"] < heldout["kl_per_token"] < 0.3
+    assert heldout["exact_nll_per_token"] == pytest.approx(heldout["exact_expected_nll_per_token"], abs=0.05)
+
+    command = [sys.executable, str(ROOT / "benchmarks" / "judge_gap.py"), "--quick", "--out", str(tmp_path), "--runs", str(runs),
+               "--backbones", "mdlm"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "train_judge.py" not in done.stdout  # the judge above is found, not trained again
+    result = json.loads((tmp_path / "judge_gap-quick.json").read_text())
+    by_name = {r["name"]: r for r in result["rows"]}
+    assert set(by_name) == {"language-L16", "mdlm-init-nfe4-T1", "mdlm-init-nfe4-T0.8", "mdlm-init-nfe4-T0.6",
+                            "mdlm-baseline-seed0-nfe4-T1", "mdlm-tokendrift-seed0-nfe4-T1"}
+    language, init = by_name["language-L16"], by_name["mdlm-init-nfe4-T1"]
+    # Both judges tell the language from a 5-step model's samples.
+    assert language["acceptance"] == 1.0 and init["acceptance"] < 0.5
+    for judge in ("oracle", "learned"):
+        assert language[f"{judge}_gen_ppl"] < 12 < init[f"{judge}_gen_ppl"]
+    assert result["judge_heldout"] == heldout
+    # The summaries, by hand from the rows.
+    cold = by_name["mdlm-init-nfe4-T0.6"]
+    sharpening = {s["judge"]: s for s in result["sharpening"]}
+    gains = {g["judge"]: g for g in result["gains"]}
+    for judge in ("oracle", "learned"):
+        assert sharpening[judge]["reduction_hot_to_cold"] == pytest.approx(1 - cold[f"{judge}_gen_ppl"] / init[f"{judge}_gen_ppl"])
+        baseline, tokendrift = by_name["mdlm-baseline-seed0-nfe4-T1"], by_name["mdlm-tokendrift-seed0-nfe4-T1"]
+        assert gains[judge]["reduction"] == pytest.approx(1 - tokendrift[f"{judge}_gen_ppl"] / baseline[f"{judge}_gen_ppl"])
+    assert "| mdlm | 4 | 1 |" in (tmp_path / "judge_gap-quick.md").read_text()
+    # A second run finds every step done and runs nothing again.
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "$ " not in again.stdout
+    assert json.loads((tmp_path / "judge_gap-quick.json").read_text())["rows"] == result["rows"]
