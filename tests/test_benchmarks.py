@@ -127,8 +127,8 @@ def test_train_judge_and_judge_gap_quick(tmp_path, cli):
     # The folder layout of reproduce.py's runs, with a few steps each instead of reproduce.py --quick.
     runs = tmp_path / "runs"
     common = ["--backbone", "mdlm", "--batch-size", "8", "--set", "data.seq_len=16", "--set", "data.num_train=256",
-              "--set", "data.num_valid=32", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "logging.eval_every=0", "--quiet"]
-    assert cli("train", *common, "--objective", "diffusion", "--max-steps", "5", "--out", str(runs / "mdlm-init"))[0] == 0
+              "--set", "data.num_valid=32", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "logging.eval_every=0", "--set", "quality.num_samples=0", "--quiet"]
+    assert cli("train", *common, "--objective", "diffusion", "--init", "none", "--max-steps", "5", "--out", str(runs / "mdlm-init"))[0] == 0
     for arm, objective in (("baseline", "diffusion"), ("tokendrift", "tokendrift")):
         assert cli("train", *common, "--init", str(runs / "mdlm-init"), "--objective", objective, "--lr", "1e-2",
                    "--max-steps", "3", "--seed", "0", "--out", str(runs / f"mdlm-{arm}-seed0"))[0] == 0
