@@ -29,7 +29,7 @@ class Generation:
 
 def run(spec: SampleSpec, run: RunDir, ui: UI) -> dict:
     reference = spec.model or latest_train_run()
-    model, tokenizer, process = load_for_sampling(reference)
+    model, tokenizer, process = load_for_sampling(reference, spec.weights)
     generation = generate(model, process, spec.sampling, spec.seed, ui)
     texts = tokenizer.batch_decode(generation.ids.tolist())
     rows = [
@@ -58,10 +58,10 @@ def run(spec: SampleSpec, run: RunDir, ui: UI) -> dict:
     return result
 
 
-def load_for_sampling(reference: str, device: torch.device | None = None):
+def load_for_sampling(reference: str, weights: str = "ema", device: torch.device | None = None):
     """The denoiser, its tokenizer and its diffusion process (with the training run's settings if known)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_denoiser(reference).to(device).eval()
+    model = load_denoiser(reference, weights=weights).to(device).eval()
     tokenizer = load_tokenizer_for(reference)
     diffusion = DiffusionSpec()
     spec_path = Path(reference) / "spec.yaml"

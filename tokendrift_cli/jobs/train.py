@@ -52,7 +52,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     valid_ids = data["validation"].with_format("torch")[: spec.logging.valid_sequences]["input_ids"]
     model = build_denoiser(spec.model, tokenizer, seq_len=spec.data.seq_len)
     process = make_process(
-        spec.model.backbone, spec.diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
+        model.config.backbone, spec.diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
     )
     objective = _objective(spec, model, tokenizer, accelerator)
 
@@ -116,7 +116,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     seconds = time.perf_counter() - started
     steps_done = spec.optim.max_steps - start_step
     result = {
-        "backbone": spec.model.backbone,
+        "backbone": accelerator.unwrap_model(model).config.backbone,
         "objective": spec.objective,
         "steps": spec.optim.max_steps,
         "steps_this_run": steps_done,
@@ -128,7 +128,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
         "model_path": str(model_dir),
         "checkpoint": str(_latest_checkpoint(run.path)),
     }
-    ui.table(f"tokendrift train · {spec.model.backbone} · {spec.objective}", [
+    ui.table(f"tokendrift train · {result['backbone']} · {spec.objective}", [
         {"": key, "value": value} for key, value in result.items() if value is not None
     ])
     return result

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from tokendrift_cli.errors import InputError
-from tokendrift_cli.models.loading import DTYPES
+from tokendrift_cli.models.loading import DTYPES, OFFLINE_HINT
 
 
 @dataclass
@@ -36,7 +36,7 @@ class HFJudge:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype])
         except OSError as err:
-            raise InputError(f"evaluation.genppl_model: cannot load judge '{name_or_path}' ({type(err).__name__}; offline?)") from None
+            raise InputError(f"evaluation.genppl_model: cannot load judge '{name_or_path}' ({type(err).__name__}); {OFFLINE_HINT}") from None
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

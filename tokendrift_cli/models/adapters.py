@@ -1,8 +1,9 @@
 """Masked diffusion LMs behind one interface, for the probe.
 
 The family facts (mask id, EOS ids, logit shift, chat template) come from the presets
-(presets/probe-*.yaml), not from constants here: our DiT folders and train runs carry their own
-mask id; any other model is loaded with `transformers` and the ids the spec gives.
+(tokendrift_cli/presets/probe-*.yaml), not from constants here: our DiT folders, train runs and
+released MDLM checkpoints carry their own mask id; any other model is loaded with `transformers`
+and the ids the spec gives.
 """
 
 from __future__ import annotations
@@ -52,12 +53,11 @@ class MaskedLMAdapter:
 
 
 def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
-    from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for, resolve_model_dir
+    from tokendrift_cli.models.loading import describe, is_denoiser, load_denoiser, load_tokenizer_for, locate
 
-    local = resolve_model_dir(model_ref)
-    ours = local is not None and (local / "config.json").is_file() and '"tokendrift-dit"' in (local / "config.json").read_text()
-    if ours or model_ref == "kuleshov-group/mdlm-owt":
-        model = load_denoiser(model_ref).to(DTYPES[spec.dtype]).eval()
+    local = locate(model_ref)
+    if is_denoiser(local):  # ours, a released MDLM / DUO (folder or .ckpt): the loader every command uses
+        model = load_denoiser(model_ref, weights=spec.weights).to(DTYPES[spec.dtype]).eval()
         tokenizer = load_tokenizer_for(model_ref)
         mask_id = spec.mask_id if spec.mask_id is not None else model.config.mask_token_id
         if mask_id is None:
@@ -69,10 +69,10 @@ def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
         if spec.mask_id is None:
             raise InputError(f"probe.mask_id: required for {model_ref} (see the probe-* presets)")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model_ref, trust_remote_code=spec.trust_remote_code)
-            model = AutoModel.from_pretrained(model_ref, trust_remote_code=spec.trust_remote_code, dtype=DTYPES[spec.dtype]).eval()
-        except OSError as err:
-            raise InputError(f"probe.model: cannot load '{model_ref}' ({type(err).__name__}; offline?)") from None
+            tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=spec.trust_remote_code)
+            model = AutoModel.from_pretrained(local, trust_remote_code=spec.trust_remote_code, dtype=DTYPES[spec.dtype]).eval()
+        except (OSError, ValueError) as err:  # the files are here (locate fetched them): a broken or foreign model
+            raise InputError(f"probe.model: {local}: transformers cannot load it ({describe(err)})") from None
         if torch.cuda.is_available():
             model = model.to("cuda")
         mask_id = spec.mask_id

@@ -21,7 +21,7 @@ from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.drift import DriftSpec
 from tokendrift_cli.spec.evaluation import EvaluationSpec
-from tokendrift_cli.spec.model import ModelSpec
+from tokendrift_cli.spec.model import ModelSpec, Weights
 from tokendrift_cli.spec.optim import OptimSpec
 from tokendrift_cli.spec.probe import ProbeSpec
 from tokendrift_cli.spec.sampling import SamplingSpec
@@ -55,6 +55,7 @@ class SampleSpec(StrictModel):
     command: Literal["sample"] = "sample"
     seed: int = 0
     model: Optional[str] = Field(None, description="model folder, hub name, or train run dir; default: the latest train run")
+    weights: Weights = "ema"
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
 
 
@@ -63,6 +64,7 @@ class EvalSpec(StrictModel):
     seed: int = 0
     samples: Optional[str] = Field(None, description="samples.jsonl to judge (one {'text': ...} per line)")
     models: list[str] = Field(default_factory=list, description="models or run dirs to sample and judge")
+    weights: Weights = "ema"
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 
