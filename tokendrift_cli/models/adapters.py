@@ -76,10 +76,37 @@ def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
         if torch.cuda.is_available():
             model = model.to("cuda")
         mask_id = spec.mask_id
-        forward = lambda ids, mask: model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits  # noqa: E731
+        forward = _dream_forward(model) if model.config.model_type.lower() == "dream" else _padding_mask_forward(model)
     eos_ids = spec.eos_ids or ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
     has_template = getattr(tokenizer, "chat_template", None) is not None
     if spec.chat_template == "on" and not has_template:
         raise InputError(f"probe.chat_template: on, but {model_ref}'s tokenizer has no chat template")
     use_template = spec.chat_template == "on" or (spec.chat_template == "auto" and has_template)
     return MaskedLMAdapter(forward, tokenizer, mask_id, eos_ids, spec.shift, use_template, model_ref)
+
+
+def _padding_mask_forward(model) -> Forward:
+    """LLaDA and models like it take the 2-D padding mask and turn it into an attention bias themselves."""
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+
+    return forward
+
+
+def _dream_forward(model) -> Forward:
+    """Dream hands `attention_mask` to scaled_dot_product_attention as it is, so it gets what Dream's
+    own generation code builds: "full" with no position ids when nothing is padded; otherwise a
+    [B, 1, L, L] boolean mask (query and key both real tokens) and position ids that count real
+    tokens only, so a left-padded prompt sits at the positions it would have alone."""
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        if bool(mask.all()):
+            return model(input_ids=ids, attention_mask="full", position_ids=None).logits
+        real = mask.bool()
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(~real, 1)
+        pairs = real[:, None, None, :] & real[:, None, :, None]
+        return model(input_ids=ids, attention_mask=pairs, position_ids=positions).logits
+
+    return forward
