@@ -113,3 +113,28 @@ def test_two_processes_gather_drift_features(tmp_path):
     assert json.loads((out / "results.json").read_text())["processes"] == 2
     # Each process holds 4 sequences; the drift sets hold all 8 (without the gather they would hold 4).
     assert all(r["drift_batch"] == 8 for r in rows)
+
+
+def test_one_and_two_processes_log_the_same_lr_and_losses_for_the_same_global_batch(tmp_path):
+    """Warm-up then cosine over 6 steps of 8 sequences: one process accumulating two micro-batches
+    of 4, and two processes (torchrun) with 4 each, see the same sequences and noise, so they must
+    log the same lr column (the closed form below) and the same losses. Accelerate alone would
+    step the schedule once per process: twice per step under two."""
+    import math
+
+    common = ["train", "--objective", "diffusion", "--max-steps", "6", "--quiet", "--set", "optim.schedule=cosine",
+              "--set", "optim.lr=1e-3", *FAST]
+    one, two = tmp_path / "one", tmp_path / "two"
+    done = _tokendrift(*common, "--out", str(one), "--set", "optim.grad_accum=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tokendrift_cli", *common, "--out", str(two)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # After step s the schedule stands at factor(s): warm-up (s + 1) / 2 below step 2, then
+    # 0.5 (1 + cos(pi (s - 2) / 4)) down to 0 at step 6.
+    expected = [1e-3 * ((s + 1) / 2 if s < 2 else 0.5 * (1 + math.cos(math.pi * (s - 2) / 4))) for s in range(1, 7)]
+    for run in (one, two):
+        assert [r["lr"] for r in _metrics(run)] == pytest.approx(expected, abs=1e-12)
+    assert [r["loss"] for r in _metrics(two)] == pytest.approx([r["loss"] for r in _metrics(one)], rel=1e-4)

@@ -40,6 +40,9 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
         # Several processes on a machine without CUDA (torchrun, accelerate launch): gloo on CPU.
         cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         gradient_accumulation_steps=spec.optim.grad_accum,
+        # Accelerate would step a prepared scheduler once per process at each optimiser step, so the
+        # schedule would run N times too fast under N processes; the loop steps it once itself.
+        step_scheduler_with_optimizer=False,
         mixed_precision=spec.optim.mixed_precision,
         log_with=spec.logging.trackers or None,
         project_dir=str(run.path),
@@ -84,14 +87,19 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
                 offset = ((step - 1) * spec.optim.grad_accum + micro) * micro_batch * accelerator.num_processes
                 indices = stream.take(offset + accelerator.process_index * micro_batch, micro_batch)
                 x0 = train_set[indices]["input_ids"].to(accelerator.device)
-                generator = _generator(accelerator.device, spec.seed, step, micro, accelerator.process_index)
+                # Noise keyed by the micro-batch's slot in the global step, so a global batch gets the
+                # same noise however processes and accumulation split it (the trailing 0 keeps the
+                # keys single-process runs always had).
+                slot = micro * accelerator.num_processes + accelerator.process_index
+                generator = _generator(accelerator.device, spec.seed, step, slot, 0)
                 with accelerator.accumulate(model):
                     loss, stats = objective(model, process, x0, generator)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and spec.optim.grad_clip > 0:
                         stats["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), spec.optim.grad_clip))
                     optimizer.step()
-                    scheduler.step()
+                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                        scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 window.append(stats)
             if ema is not None:
