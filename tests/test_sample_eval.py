@@ -59,3 +59,20 @@ def test_malformed_samples_name_the_line_and_write_no_results(cli, tmp_path, con
     code, _, err = cli("eval", "--samples", str(path), "--out", str(tmp_path / "e"))
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "e" / "results.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nfe", "0,4"], "evaluation.nfe.0: Input should be greater than or equal to 1 (got '0')"),
+    (["--set", "evaluation.nfe=[4,-1]"], "evaluation.nfe.1: Input should be greater than or equal to 1 (got -1)"),
+    (["--set", "sampling.nfe=8"], "sampling.nfe: unknown field"),  # eval's NFE is evaluation.nfe alone
+])
+def test_eval_takes_one_nfe_field_and_only_nfe_of_at_least_one(cli, tmp_path, args, message):
+    path = tmp_path / "samples.jsonl"
+    path.write_text(json.dumps({"text": "I like tennis ."}) + "\n")
+    code, _, err = cli("eval", "--samples", str(path), *args, "--out", str(tmp_path / "e"))
+    assert code == 2 and [line for line in err.splitlines() if line.strip()] == [f"error: {message}"], err
+
+
+def test_sample_rejects_nfe_zero(cli, tmp_path):
+    code, _, err = cli("sample", "--model", "unused", "--nfe", "0", "--out", str(tmp_path / "s"))
+    assert code == 2 and "sampling.nfe: Input should be greater than or equal to 1 (got 0)" in err

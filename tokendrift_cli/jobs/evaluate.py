@@ -44,8 +44,7 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
         language = _language_for_model(reference, tokenizer)
         val_ppl = _val_ppl(reference, model, process, language, spec) if "val_ppl" in evaluation.metrics else None
         for nfe in evaluation.nfe:
-            sampling = spec.sampling.model_copy(update={"nfe": nfe})
-            generation = generate(model, process, sampling, spec.seed, ui)
+            generation = generate(model, process, spec.sampling, nfe, spec.seed, ui)
             ids = generation.ids.tolist()
             samples = Samples(tokenizer.batch_decode(ids), ids)
             row = {"source": reference, "nfe": nfe, "nfe_used": float(generation.nfe_used.float().mean())}

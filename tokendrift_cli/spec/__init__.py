@@ -24,7 +24,7 @@ from tokendrift_cli.spec.evaluation import EvaluationSpec
 from tokendrift_cli.spec.model import ModelSpec, Weights
 from tokendrift_cli.spec.optim import OptimSpec
 from tokendrift_cli.spec.probe import ProbeSpec
-from tokendrift_cli.spec.sampling import SamplingSpec
+from tokendrift_cli.spec.sampling import SamplerSpec, SamplingSpec
 from tokendrift_cli.spec.trap import TrapSpec
 
 
@@ -65,7 +65,7 @@ class EvalSpec(StrictModel):
     samples: Optional[str] = Field(None, description="samples.jsonl to judge (one {'text': ...} per line)")
     models: list[str] = Field(default_factory=list, description="models or run dirs to sample and judge")
     weights: Weights = "ema"
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    sampling: SamplerSpec = Field(default_factory=SamplerSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 
 
