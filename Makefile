@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test
+.PHONY: install demo test wheel-check
 
 $(BIN)/tokendrift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,3 +20,7 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The wheel, installed (not editable) into a fresh venv, run from outside the checkout.
+wheel-check:
+	PYTHON=$(PYTHON) bash .ci/wheel-check

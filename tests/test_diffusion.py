@@ -170,6 +170,16 @@ def test_duo_sampler_calls_exactly_nfe_and_ends_greedy(nfe):
     assert (ids == K - 1).all()  # greedy last step: the stub's argmax
 
 
+@pytest.mark.parametrize("sampler", ["sample", "sample_with_predictions"])
+def test_no_sampler_runs_without_a_call(sampler):
+    """NFE 0 would give MDLM all-[MASK] samples, and DUO one call reported as none."""
+    for process, vocab in ((mdlm(), K + 1), (duo(), K)):
+        stub = CountingStub(vocab)
+        with pytest.raises(ValueError, match="nfe must be at least 1, got 0"):
+            getattr(process, sampler)(stub, 2, 4, 0, torch.Generator().manual_seed(0))
+        assert stub.calls == 0
+
+
 def test_samplers_are_seeded_and_deterministic():
     for process, vocab in ((mdlm(), K + 1), (duo(), K)):
         a, _ = process.sample(CountingStub(vocab), 4, 10, 8, torch.Generator().manual_seed(5), top_p=0.9)

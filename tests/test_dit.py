@@ -1,6 +1,5 @@
 """The DiT denoiser: reference-layout conversion checked against a from-scratch recomputation."""
 
-import json
 import math
 
 import pytest
@@ -15,27 +14,31 @@ from tokendrift_cli.models.loading import load_denoiser
 V, D, H, LAYERS, COND, FREQ = 11, 16, 2, 2, 8, 256
 
 
-def reference_state_dict(seed=0) -> dict:
-    """Random tensors with the released checkpoints' names and shapes (HF wrapper: 'backbone.')."""
+def reference_state_dict(seed=0, vocab=V) -> dict:
+    """Random tensors with the released checkpoints' names and shapes, in the order the reference
+    DIT registers them (embedding, σ map, rotary buffer, blocks, output layer: the order of its
+    state dict and of its `parameters()`), under the wrappers' 'backbone.' prefix."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *shape: torch.randn(*shape, generator=g) * 0.3  # noqa: E731
     sd = {
-        "vocab_embed.embedding": r(V, D),
+        "vocab_embed.embedding": r(vocab, D),
         "sigma_map.mlp.0.weight": r(COND, FREQ), "sigma_map.mlp.0.bias": r(COND),
         "sigma_map.mlp.2.weight": r(COND, COND), "sigma_map.mlp.2.bias": r(COND),
         "rotary_emb.inv_freq": torch.zeros(D // H // 2),
-        "output_layer.norm_final.weight": 1 + r(D),
-        "output_layer.linear.weight": r(V, D), "output_layer.linear.bias": r(V),
-        "output_layer.adaLN_modulation.weight": r(2 * D, COND), "output_layer.adaLN_modulation.bias": r(2 * D),
     }
     for i in range(LAYERS):
         sd |= {
-            f"blocks.{i}.norm1.weight": 1 + r(D), f"blocks.{i}.norm2.weight": 1 + r(D),
-            f"blocks.{i}.attn_qkv.weight": r(3 * D, D), f"blocks.{i}.attn_out.weight": r(D, D),
+            f"blocks.{i}.norm1.weight": 1 + r(D), f"blocks.{i}.attn_qkv.weight": r(3 * D, D),
+            f"blocks.{i}.attn_out.weight": r(D, D), f"blocks.{i}.norm2.weight": 1 + r(D),
             f"blocks.{i}.mlp.0.weight": r(4 * D, D), f"blocks.{i}.mlp.0.bias": r(4 * D),
             f"blocks.{i}.mlp.2.weight": r(D, 4 * D), f"blocks.{i}.mlp.2.bias": r(D),
             f"blocks.{i}.adaLN_modulation.weight": r(6 * D, COND), f"blocks.{i}.adaLN_modulation.bias": r(6 * D),
         }
+    sd |= {
+        "output_layer.norm_final.weight": 1 + r(D),
+        "output_layer.linear.weight": r(vocab, D), "output_layer.linear.bias": r(vocab),
+        "output_layer.adaLN_modulation.weight": r(2 * D, COND), "output_layer.adaLN_modulation.bias": r(2 * D),
+    }
     return {f"backbone.{k}": v for k, v in sd.items()}
 
 
@@ -97,7 +100,7 @@ def converted_model(time_conditioning=True) -> tuple[DiTModel, dict]:
     config = DiTConfig(vocab_size=V, hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H, cond_dim=COND,
                        dropout=0.0, time_conditioning=time_conditioning, mask_token_id=V - 1, max_position_embeddings=8)
     model = DiTModel(config).eval()
-    model.load_state_dict(convert_reference_state_dict(sd, model.state_dict()))
+    model.load_state_dict(convert_reference_state_dict(sd, model.state_dict(), source="test"))
     return model, sd
 
 
@@ -164,46 +167,27 @@ def test_conversion_names_the_missing_and_unknown_key():
     model, sd = converted_model()
     broken = dict(sd)
     del broken["backbone.blocks.1.attn_out.weight"]
-    with pytest.raises(KeyError, match="blocks.1.attn_out.weight"):
-        convert_reference_state_dict(broken, model.state_dict())
+    with pytest.raises(InputError, match="x.ckpt: checkpoint lacks blocks.1.attn_out.weight"):
+        convert_reference_state_dict(broken, model.state_dict(), source="x.ckpt")
     extra = dict(sd, **{"backbone.blocks.0.extra.weight": torch.zeros(1)})
-    with pytest.raises(KeyError, match="blocks.0.extra.weight"):
-        convert_reference_state_dict(extra, model.state_dict())
-
-
-def test_load_reference_format_folder_and_lightning_ckpt(tmp_path):
-    from safetensors.torch import save_file
-
-    model, sd = converted_model()
-    folder = tmp_path / "mdlm-owt"
-    folder.mkdir()
-    save_file(sd, folder / "model.safetensors")
-    (folder / "config.json").write_text(json.dumps({"model_type": "mdlm", "n_heads": H, "time_conditioning": True, "model_length": 8}))
-    loaded = load_denoiser(str(folder)).eval()
-    ids = torch.tensor([[1, 2, 3, 4]])
-    torch.testing.assert_close(loaded(input_ids=ids, sigma=torch.tensor([0.4])), model(input_ids=ids, sigma=torch.tensor([0.4])))
-    assert loaded.config.backbone == "mdlm" and loaded.config.mask_token_id == V - 1
-
-    ckpt = tmp_path / "duo.ckpt"
-    torch.save({"state_dict": sd | {"noise.dummy": torch.zeros(1)},
-                "hyper_parameters": {"config": {"model": {"n_heads": H, "length": 8}, "algo": {"name": "duo", "time_conditioning": True}}}}, ckpt)
-    duo = load_denoiser(str(ckpt)).eval()
-    assert duo.config.backbone == "duo" and duo.config.mask_token_id is None
-    torch.testing.assert_close(duo(input_ids=ids, sigma=torch.tensor([0.4])), model(input_ids=ids, sigma=torch.tensor([0.4])))
+    with pytest.raises(InputError, match="x.ckpt: checkpoint has unknown parameter blocks.0.extra.weight"):
+        convert_reference_state_dict(extra, model.state_dict(), source="x.ckpt")
 
 
 def test_load_from_a_train_run_dir_prefers_the_final_model(tmp_path):
     model, _ = converted_model()
     model.save_pretrained(tmp_path / "run" / "checkpoints" / "checkpoint-10" / "model")
     assert load_denoiser(str(tmp_path / "run")).config.vocab_size == V
-    with pytest.raises(InputError, match="is a mdlm backbone, not duo"):
+    with pytest.raises(InputError, match="model.backbone: duo, but .* is a mdlm checkpoint"):
         load_denoiser(str(tmp_path / "run"), backbone="duo")
 
 
-def test_unreachable_hub_name_is_a_one_line_input_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(InputError, match="could not be fetched from the hub"):
+def test_unreachable_hub_name_is_a_one_line_input_error_that_says_how_to_run_offline():
+    # conftest sets HF_HUB_OFFLINE before the hub client is imported: it fails at once here; the
+    # message tells a user without it how not to wait for the client's retries.
+    with pytest.raises(InputError, match="could not be fetched from the hub .*set HF_HUB_OFFLINE=1") as err:
         load_denoiser("kuleshov-group/mdlm-owt")
+    assert "\n" not in str(err.value)
 
 
 def test_backbone_copy_encoder_reads_every_block_and_stays_frozen():

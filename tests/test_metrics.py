@@ -30,20 +30,20 @@ def tiny_judge(tmp_path_factory):
 
 
 TEXTS = [
-    "the cat runs . the dog sleeps . a big cat runs . the dog",  # longer than the 8-token context: chunked
+    "the cat runs . the dog sleeps . a big cat runs . the dog",  # 14 tokens: longer than the 8-token context
     "a big dog sleeps <|endoftext|> the cat",  # EOS in the middle
     "the dog .",  # short: padded with EOS
 ]
 
 
-def reference_gen_ppl(folder: str, texts: list[str]) -> float:
-    """One text at a time, written from the protocol: pad to the longest with EOS, 8-token chunks,
-    count non-EOS targets and the first EOS of each chunk."""
+def reference_gen_ppl(folder: str, texts: list[str], max_length: int) -> float:
+    """One text at a time, written from the protocol: keep max_length tokens, pad to the longest
+    with EOS, 8-token chunks, count non-EOS targets and the first EOS of each chunk."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    rows = [tokenizer(t)["input_ids"] for t in texts]
+    rows = [tokenizer(t)["input_ids"][:max_length] for t in texts]
     width = max(map(len, rows))
     nll, count = 0.0, 0
     for row in rows:
@@ -66,8 +66,19 @@ def reference_gen_ppl(folder: str, texts: list[str]) -> float:
 
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_hf_judge_matches_an_independent_loop(tiny_judge, batch_size):
-    got = HFJudge(tiny_judge, device="cpu", batch_size=batch_size).score(TEXTS)
-    assert got.gen_ppl == pytest.approx(reference_gen_ppl(tiny_judge, TEXTS), rel=1e-4)
+    """Samples of a model 16 tokens long: truncated to 16, scored in two 8-token chunks."""
+    got = HFJudge(tiny_judge, device="cpu", batch_size=batch_size).score(TEXTS, max_length=16)
+    assert got.gen_ppl == pytest.approx(reference_gen_ppl(tiny_judge, TEXTS, max_length=16), rel=1e-4)
+
+
+def test_texts_from_a_file_are_cut_at_the_judges_context_as_duo_does(tiny_judge):
+    """With no sampler length (eval --samples), DUO's retokenizer truncates to the judge's maximum
+    length: the 14-token text is scored on its first 8 tokens, not in two chunks."""
+    got = HFJudge(tiny_judge, device="cpu").score(TEXTS)
+    assert got.gen_ppl == pytest.approx(reference_gen_ppl(tiny_judge, TEXTS, max_length=8), rel=1e-4)
+    # Targets (the first token is none): 7 words; big dog sleeps, its EOS, the cat (the padding EOS
+    # after it is not the chunk's first); dog . and the first padding EOS.
+    assert got.num_tokens == 7 + 6 + 3
 
 
 def test_evaluate_module_loads_offline_and_agrees(tiny_judge, monkeypatch):

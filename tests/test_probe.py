@@ -136,3 +136,67 @@ def test_probe_end_to_end_on_a_trained_run(cli, trained_run, tmp_path):
     for name in ("entropy_by_position.png", "categories_by_position.png", "top1_heatmap.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert (out / "positions.csv").read_text().startswith("position,")
+
+
+def fake_dllm_folder(tmp_path, tokenizer, family: str):
+    """A Dream- or LLaDA-like model saved as the hub folders are: weights, config.json whose auto_map
+    points at the modeling file beside it, tokenizer files."""
+    import os
+    import shutil
+
+    import fake_dllm
+
+    config_class, model_class = {"dream": (fake_dllm.FakeDreamConfig, fake_dllm.FakeDreamModel),
+                                 "llada": (fake_dllm.FakeLLaDAConfig, fake_dllm.FakeLLaDAModel)}[family]
+    torch.manual_seed(0)
+    model = model_class(config_class(vocab_size=len(WORDS)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    # A name of its own: transformers copies remote code into a shared cache under the folder's name.
+    folder = tmp_path / f"fake-{family}-{os.getpid()}"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    shutil.copy(fake_dllm.__file__, folder / "modeling_fake_dllm.py")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": f"modeling_fake_dllm.{config_class.__name__}", "AutoModel": f"modeling_fake_dllm.{model_class.__name__}"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+PROMPTS = ["the cat", "the dog runs . the bird sees the", "fish"]
+
+
+def test_dream_gets_the_mask_and_positions_of_its_own_generation_code(tokenizer, tmp_path):
+    """Left-padded in one batch, each prompt's logits equal those of the prompt alone (nothing padded:
+    Dream's "full" attention at positions 0..L-1)."""
+    from tokendrift_cli.jobs.probe import _left_pad
+    from tokendrift_cli.models.adapters import load_adapter
+    from tokendrift_cli.spec.probe import ProbeSpec
+
+    folder = fake_dllm_folder(tmp_path, tokenizer, "dream")
+    adapter = load_adapter(ProbeSpec(mask_id=MASK, shift=True, chat_template="off", trust_remote_code=True), str(folder))
+    encoded = [adapter.tokenize_prompt(p) for p in PROMPTS]
+    batched = adapter.logits(*_left_pad(encoded, 4, MASK, adapter.pad_id))[:, -4:]
+    for row, prompt in enumerate(encoded):
+        alone = adapter.logits(*_left_pad([prompt], 4, MASK, adapter.pad_id))[0, -4:]
+        torch.testing.assert_close(batched[row], alone, rtol=1e-5, atol=1e-5)
+    rows, _ = probe_prompts(adapter, [{"id": i, "prompt": p} for i, p in enumerate(PROMPTS)], 4, 2, 3, UI(quiet=True))
+    assert len(rows) == 3 and all(len(r["positions"]) == 4 for r in rows)
+
+
+def test_llada_gets_the_padding_mask_and_masks_the_padding_itself(tokenizer, tmp_path):
+    """What fills the padding does not reach any real position (LLaDA keeps positions 0..L-1, so the
+    prompt alone is not the reference here)."""
+    from tokendrift_cli.jobs.probe import _left_pad
+    from tokendrift_cli.models.adapters import load_adapter
+    from tokendrift_cli.spec.probe import ProbeSpec
+
+    folder = fake_dllm_folder(tmp_path, tokenizer, "llada")
+    adapter = load_adapter(ProbeSpec(mask_id=MASK, chat_template="off", trust_remote_code=True), str(folder))
+    encoded = [adapter.tokenize_prompt(p) for p in PROMPTS]
+    ids, attention = _left_pad(encoded, 4, MASK, adapter.pad_id)
+    refilled = ids.masked_fill(attention == 0, WORDS.index("tree"))
+    real = attention.bool()
+    torch.testing.assert_close(adapter.logits(ids, attention)[real], adapter.logits(refilled, attention)[real])
+    assert not torch.equal(adapter.logits(refilled, torch.ones_like(attention)), adapter.logits(ids, torch.ones_like(attention)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from tokendrift_cli.diffusion.mdlm import Denoiser, LossOutput
-from tokendrift_cli.diffusion.sampling import categorical, prediction_probs
+from tokendrift_cli.diffusion.sampling import categorical, prediction_probs, time_grid
 from tokendrift_cli.diffusion.schedule import LogLinearSchedule, sample_times
 
 
@@ -109,7 +109,7 @@ class DUO:
         temperature: float = 1.0, top_p: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The first nfe - 1 steps of `sample`: (x_t, sigma_t) that the last call sees."""
-        times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=generator.device)
+        times = time_grid(nfe, generator.device)
         x = torch.randint(0, self.vocab_size, (batch, seq_len), generator=generator, device=generator.device)
         for step in range(nfe - 1):
             sigma = self.schedule.sigma(times[step]).float().expand(batch)

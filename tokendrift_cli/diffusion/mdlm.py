@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from tokendrift_cli.diffusion.sampling import categorical, prediction_probs
+from tokendrift_cli.diffusion.sampling import categorical, prediction_probs, time_grid
 from tokendrift_cli.diffusion.schedule import LogLinearSchedule, sample_times
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -79,7 +79,7 @@ class MDLM:
         With `cache` (and no time conditioning, so the prediction depends on x_t only), a step in
         which no token changed reuses the last prediction: that call is skipped and not counted.
         """
-        times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=generator.device)
+        times = time_grid(nfe, generator.device)
         return self._steps(denoiser, self._prior(batch, seq_len, generator), times, generator, temperature, top_p, cache)
 
     def sample_with_predictions(
@@ -87,7 +87,7 @@ class MDLM:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`sample` without caching, keeping the graph: (ids, log_probs), where log_probs[b, i] is
         the prediction of the call that revealed position i (what TokenDrift lifts and drifts)."""
-        times = torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=generator.device)
+        times = time_grid(nfe, generator.device)
         x = self._prior(batch, seq_len, generator)
         revealing = None
         for step in range(nfe):

@@ -5,6 +5,14 @@ from __future__ import annotations
 import torch
 
 
+def time_grid(nfe: int, device: torch.device) -> torch.Tensor:
+    """t = 1 → 0 in `nfe` equal steps, the grid of every fixed-NFE sampler; there is no sampler
+    without a call (MDLM would return all masks, DUO would make one call and report none)."""
+    if nfe < 1:
+        raise ValueError(f"nfe must be at least 1, got {nfe}")
+    return torch.linspace(1, 0, nfe + 1, dtype=torch.float64, device=device)
+
+
 def categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One draw per row of `probs` [..., V] (rows need not be normalised)."""
     flat = probs.reshape(-1, probs.shape[-1]).float()

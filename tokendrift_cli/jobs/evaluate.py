@@ -20,7 +20,7 @@ from tokendrift_cli.jobs.sample import generate, latest_train_run, load_for_samp
 from tokendrift_cli.metrics.text_stats import ngram_jsd, sample_entropy
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import RunDir
-from tokendrift_cli.spec import EvalSpec, read_spec_file
+from tokendrift_cli.spec import EvalSpec, TrainSpec, read_spec_file
 from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.ui import UI
 
@@ -40,12 +40,11 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
         language = _language_if_synthetic(samples.texts)
         rows.append({"source": spec.samples, "nfe": None, **_score(samples, language, spec, None)})
     for reference in spec.models or ([] if spec.samples else [latest_train_run()]):
-        model, tokenizer, process = load_for_sampling(reference)
+        model, tokenizer, process = load_for_sampling(reference, spec.weights)
         language = _language_for_model(reference, tokenizer)
         val_ppl = _val_ppl(reference, model, process, language, spec) if "val_ppl" in evaluation.metrics else None
         for nfe in evaluation.nfe:
-            sampling = spec.sampling.model_copy(update={"nfe": nfe})
-            generation = generate(model, process, sampling, spec.seed, ui)
+            generation = generate(model, process, spec.sampling, nfe, spec.seed, ui)
             ids = generation.ids.tolist()
             samples = Samples(tokenizer.batch_decode(ids), ids)
             row = {"source": reference, "nfe": nfe, "nfe_used": float(generation.nfe_used.float().mean())}
@@ -119,7 +118,8 @@ def _judge_name(requested: str, language: SyntheticLanguage | None) -> str:
 
 def _language_for_model(reference: str, tokenizer) -> SyntheticLanguage | None:
     """The synthetic language a model was trained on, recognised by its tokenizer's vocabulary."""
-    data = _run_data_spec(reference) or DataSpec()
+    run_data = _run_data(reference)
+    data = run_data[0] if run_data else DataSpec()
     language = SyntheticLanguage(p_eos=data.p_eos)
     return language if language.owns(tokenizer) else None
 
@@ -130,11 +130,13 @@ def _language_if_synthetic(texts: list[str]) -> SyntheticLanguage | None:
     return language if all(word in words for text in texts for word in text.split()) else None
 
 
-def _run_data_spec(reference: str) -> DataSpec | None:
+def _run_data(reference: str) -> tuple[DataSpec, int] | None:
+    """A train run dir's data spec and seed: together they fix its train / validation split."""
     path = Path(reference) / "spec.yaml"
     if not path.is_file():
         return None
-    return DataSpec.model_validate(read_spec_file(path).get("data", {}))
+    run_spec = read_spec_file(path)
+    return DataSpec.model_validate(run_spec.get("data", {})), run_spec.get("seed", TrainSpec.model_fields["seed"].default)
 
 
 def _reference_texts(path: str | None, language: SyntheticLanguage | None, count: int, seq_len: int | None, seed: int) -> list[str] | None:
@@ -153,12 +155,15 @@ def _val_ppl(reference: str, model, process, language: SyntheticLanguage | None,
     from tokendrift_cli.data import load_data
     from tokendrift_cli.models.dit import as_denoiser
 
-    data_spec = _run_data_spec(reference)
-    if data_spec is None:
+    run_data = _run_data(reference)
+    if run_data is None:
         if language is None:
             return None  # no known held-out data for a model from elsewhere
-        data_spec = DataSpec(seq_len=model.config.max_position_embeddings)
-    data, _ = load_data(data_spec, seed=spec.seed)
+        run_data = DataSpec(seq_len=model.config.max_position_embeddings), spec.seed
+    # The run's own seed: a corpus without a validation split is split by it, and any other
+    # seed would hold out other blocks, some of which the run trained on.
+    data_spec, seed = run_data
+    data, _ = load_data(data_spec, seed=seed)
     valid = data["validation"].with_format("torch")[: spec.evaluation.valid_sequences]["input_ids"]
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(spec.seed)

@@ -91,7 +91,7 @@ def _model(spec: TrapCommandSpec, rng: np.random.Generator, run: RunDir, ui: UI)
 
     trap = spec.trap
     reference = trap.model or latest_train_run()
-    model = load_denoiser(reference).eval()
+    model = load_denoiser(reference, weights=trap.weights).eval()
     language = SyntheticLanguage()
     if model.config.mask_token_id is None:
         raise InputError(f"trap.model: {reference} is a {model.config.backbone} backbone; model mode needs a masked one")

@@ -16,7 +16,7 @@ from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for
 from tokendrift_cli.runs import RunDir
 from tokendrift_cli.spec import SampleSpec, read_spec_file
 from tokendrift_cli.spec.diffusion import DiffusionSpec
-from tokendrift_cli.spec.sampling import SamplingSpec
+from tokendrift_cli.spec.sampling import SamplerSpec
 from tokendrift_cli.ui import UI
 
 
@@ -29,8 +29,8 @@ class Generation:
 
 def run(spec: SampleSpec, run: RunDir, ui: UI) -> dict:
     reference = spec.model or latest_train_run()
-    model, tokenizer, process = load_for_sampling(reference)
-    generation = generate(model, process, spec.sampling, spec.seed, ui)
+    model, tokenizer, process = load_for_sampling(reference, spec.weights)
+    generation = generate(model, process, spec.sampling, spec.sampling.nfe, spec.seed, ui)
     texts = tokenizer.batch_decode(generation.ids.tolist())
     rows = [
         {"id": i, "nfe": int(nfe), "ids": ids, "text": text}
@@ -58,10 +58,10 @@ def run(spec: SampleSpec, run: RunDir, ui: UI) -> dict:
     return result
 
 
-def load_for_sampling(reference: str, device: torch.device | None = None):
+def load_for_sampling(reference: str, weights: str = "ema", device: torch.device | None = None):
     """The denoiser, its tokenizer and its diffusion process (with the training run's settings if known)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_denoiser(reference).to(device).eval()
+    model = load_denoiser(reference, weights=weights).to(device).eval()
     tokenizer = load_tokenizer_for(reference)
     diffusion = DiffusionSpec()
     spec_path = Path(reference) / "spec.yaml"
@@ -74,19 +74,19 @@ def load_for_sampling(reference: str, device: torch.device | None = None):
 
 
 @torch.no_grad()
-def generate(model, process, sampling: SamplingSpec, seed: int, ui: UI) -> Generation:
-    """`sampling.num_samples` sequences in batches, one seeded generator for the whole run."""
+def generate(model, process, sampling: SamplerSpec, nfe: int, seed: int, ui: UI) -> Generation:
+    """`sampling.num_samples` sequences of `nfe` calls each, in batches, one seeded generator for the whole run."""
     device = next(model.parameters()).device
     seq_len = sampling.seq_len or model.config.max_position_embeddings
     generator = torch.Generator(device=device).manual_seed(seed)
     all_ids, all_nfe = [], []
     started = time.perf_counter()
     with ui.progress() as progress:
-        task = progress.add_task(f"sample NFE {sampling.nfe}", total=sampling.num_samples, info="")
+        task = progress.add_task(f"sample NFE {nfe}", total=sampling.num_samples, info="")
         for start in range(0, sampling.num_samples, sampling.batch_size):
             batch = min(sampling.batch_size, sampling.num_samples - start)
             ids, nfe_used = process.sample(
-                as_denoiser(model), batch, seq_len, sampling.nfe, generator,
+                as_denoiser(model), batch, seq_len, nfe, generator,
                 temperature=sampling.temperature, top_p=sampling.top_p, cache=sampling.cache,
             )
             all_ids.append(ids.cpu())

@@ -29,7 +29,7 @@ from tokendrift_cli.drift import TokenDrift, build_encoder, diffusion_objective
 from tokendrift_cli.errors import InputError, JobError
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
-from tokendrift_cli.models.loading import build_denoiser
+from tokendrift_cli.models.loading import build_denoiser, load_denoiser
 from tokendrift_cli.runs import RunDir, atomic_write_text, is_main_process, to_json
 from tokendrift_cli.spec import LoggingSpec, QualitySpec, TrainSpec
 from tokendrift_cli.spec.model import BUILTIN
@@ -40,6 +40,9 @@ CHECKPOINTS = "checkpoints"
 # The builtin starting checkpoint's pretraining (diffusion loss, batch 64): about two minutes of
 # a 2-core CPU for the tiny model, and the budget at which its NFE-4 samples are poor enough to improve.
 BUILTIN_STEPS, BUILTIN_LR = 1500, 1e-3
+# Without --backbone the builtin checkpoint is DUO: on the synthetic language the paper's objective
+# improves DUO and not MDLM (docs/results.md), and the embedded default should show the method.
+BUILTIN_BACKBONE = "duo"
 
 
 def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
@@ -47,6 +50,9 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
         # Several processes on a machine without CUDA (torchrun, accelerate launch): gloo on CPU.
         cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         gradient_accumulation_steps=spec.optim.grad_accum,
+        # Accelerate would step a prepared scheduler once per process at each optimiser step, so the
+        # schedule would run N times too fast under N processes; the loop steps it once itself.
+        step_scheduler_with_optimizer=False,
         mixed_precision=spec.optim.mixed_precision,
         log_with=spec.logging.trackers or None,
         project_dir=str(run.path),
@@ -54,6 +60,9 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     set_seed(spec.seed)
     micro_batch = _micro_batch_size(spec, accelerator.num_processes)
 
+    checkpoint = _latest_checkpoint(run.path) if run.resume else None
+    if run.resume and checkpoint is None:  # before any costly work
+        raise InputError(f"--resume {run.path}: no checkpoint to resume from")
     if spec.model.init == BUILTIN:
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"init": builtin_checkpoint(spec, ui)})})
     data, tokenizer = load_data(spec.data, seed=spec.seed)
@@ -61,7 +70,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     valid_ids = data["validation"].with_format("torch")[: spec.logging.valid_sequences]["input_ids"]
     model = build_denoiser(spec.model, tokenizer, seq_len=spec.data.seq_len)
     process = make_process(
-        spec.model.backbone, spec.diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
+        model.config.backbone, spec.diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
     )
 
     objective = _objective(spec, model, accelerator)  # before prepare: the frozen encoder copies the bare model
@@ -81,7 +90,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     if spec.logging.trackers:
         accelerator.init_trackers("tokendrift", config=spec.model_dump(mode="json"))
 
-    start_step = _resume(run, accelerator) if run.resume else 0
+    start_step = _resume(run, checkpoint, accelerator) if checkpoint else 0
     stream = _IndexStream(len(train_set), spec.seed)
     tokens_per_step = spec.optim.batch_size * spec.data.seq_len
     last: dict = {}
@@ -97,13 +106,18 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
                 offset = ((step - 1) * spec.optim.grad_accum + micro) * micro_batch * accelerator.num_processes
                 indices = stream.take(offset + accelerator.process_index * micro_batch, micro_batch)
                 x0 = train_set[indices]["input_ids"].to(accelerator.device)
-                generator = _generator(accelerator.device, spec.seed, step, micro, accelerator.process_index)
+                # Noise keyed by the micro-batch's slot in the global step, so a global batch gets the
+                # same noise however processes and accumulation split it (the trailing 0 keeps the
+                # keys single-process runs always had).
+                slot = micro * accelerator.num_processes + accelerator.process_index
+                generator = _generator(accelerator.device, spec.seed, step, slot, 0)
                 with accelerator.accumulate(model):
                     stats = objective(model, process, x0, generator, accelerator.backward)
                     if accelerator.sync_gradients and spec.optim.grad_clip > 0:
                         stats["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), spec.optim.grad_clip))
                     optimizer.step()
-                    scheduler.step()
+                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                        scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 window.append(stats)
             if ema is not None:
@@ -124,12 +138,12 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
                 _save_checkpoint(run, accelerator, model, ema, tokenizer, step, spec.logging.keep_checkpoints)
 
     model_dir = _save_final(run, accelerator, model, ema, tokenizer)
-    quality = _quality(spec, model_dir, tokenizer, accelerator, ui) if spec.quality.num_samples else None
+    quality = _quality(spec, model_dir, tokenizer, process, accelerator, ui) if spec.quality.num_samples else None
     accelerator.end_training()
     seconds = time.perf_counter() - started
     steps_done = spec.optim.max_steps - start_step
     result = {
-        "backbone": spec.model.backbone,
+        "backbone": accelerator.unwrap_model(model).config.backbone,
         "objective": spec.objective,
         "steps": spec.optim.max_steps,
         "steps_this_run": steps_done,
@@ -142,7 +156,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
         "model_path": str(model_dir),
         "checkpoint": str(_latest_checkpoint(run.path)),
     }
-    ui.table(f"tokendrift train · {spec.model.backbone} · {spec.objective}", [
+    ui.table(f"tokendrift train · {result['backbone']} · {spec.objective}", [
         {"": key, "value": value} for key, value in result.items() if value is not None
     ])
     if quality:
@@ -185,25 +199,28 @@ def _validate(model, ema, process, valid_ids, spec: TrainSpec, accelerator: Acce
 # ---------------------------------------------------------------------------- what the run targets
 
 
-def _quality(spec: TrainSpec, model_dir: Path, tokenizer, accelerator: Accelerator, ui: UI) -> dict:
+def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, accelerator: Accelerator, ui: UI) -> dict:
     """Samples at the run's NFE from the starting checkpoint and from the trained model (the saved
-    weights: EMA when on), judged alike: the oracle on the synthetic language, else quality.judge."""
+    weights: EMA when on), drawn with the same seed and judged alike: the oracle on the
+    synthetic language, else quality.judge."""
     from tokendrift_cli.data.synthetic import SyntheticLanguage
-    from tokendrift_cli.jobs.sample import generate, load_for_sampling
+    from tokendrift_cli.jobs.sample import generate
     from tokendrift_cli.metrics.judging import judge_ids
-    from tokendrift_cli.spec.sampling import SamplingSpec
+    from tokendrift_cli.spec.sampling import SamplerSpec
 
     quality: dict = {"nfe": spec.nfe}
     if accelerator.is_main_process:
         language = SyntheticLanguage(p_eos=spec.data.p_eos) if spec.data.source == "synthetic" else None
-        sampling = SamplingSpec(nfe=spec.nfe, num_samples=spec.quality.num_samples, batch_size=spec.quality.batch_size,
-                                seq_len=spec.data.seq_len)
-        for name, reference in (("before", spec.model.init), ("after", str(model_dir))):
-            if reference is None:  # trained from scratch: nothing to compare with
+        sampler = SamplerSpec(num_samples=spec.quality.num_samples, batch_size=spec.quality.batch_size, seq_len=spec.data.seq_len)
+        models = {
+            "before": (lambda: build_denoiser(spec.model, tokenizer, spec.data.seq_len)) if spec.model.init else None,
+            "after": lambda: load_denoiser(str(model_dir)),
+        }
+        for name, load in models.items():
+            if load is None:  # trained from scratch: nothing to compare with
                 quality[name] = None
                 continue
-            model, _, process = load_for_sampling(reference, accelerator.device)
-            ids = generate(model, process, sampling, spec.seed, ui).ids.tolist()
+            ids = generate(load().to(accelerator.device).eval(), process, sampler, spec.nfe, spec.seed, ui).ids.tolist()
             judged = judge_ids(ids, tokenizer.batch_decode(ids), language, spec.quality.judge)
             quality["judge"] = judged.pop("judge")
             quality[name] = judged
@@ -215,17 +232,18 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
     """The toolkit's own starting checkpoint for `spec`'s backbone, size and synthetic data:
     pretrained with the diffusion loss on first use, then cached. Every process builds it
     together (it is a train run), and the folder appears under its final name only when done."""
+    backbone = spec.model.backbone or BUILTIN_BACKBONE
     recipe = TrainSpec(
         objective="diffusion", seed=0, nfe=spec.nfe, data=spec.data,
-        model=spec.model.model_copy(update={"init": None}),
+        model=spec.model.model_copy(update={"init": None, "backbone": backbone}),
         optim=OptimSpec(max_steps=BUILTIN_STEPS, lr=BUILTIN_LR, warmup_steps=50, batch_size=64),
         logging=LoggingSpec(eval_every=0, save_every=0, log_every=100), quality=QualitySpec(num_samples=0),
     )
     recipe_json = json.dumps(recipe.model_dump(mode="json", exclude={"data": {"cache_dir"}}), sort_keys=True)
     key = hashlib.sha256(recipe_json.encode()).hexdigest()[:12]
-    folder = Path(spec.data.cache_dir or default_cache_dir()) / "pretrained" / f"{spec.model.backbone}-{spec.model.size}-{key}"
+    folder = Path(spec.data.cache_dir or default_cache_dir()) / "pretrained" / f"{backbone}-{spec.model.size}-{key}"
     if not (folder / "model" / "config.json").is_file():
-        ui.note(f"pretraining the builtin {spec.model.backbone} checkpoint once ({BUILTIN_STEPS} steps) into {folder}")
+        ui.note(f"pretraining the builtin {backbone} checkpoint once ({BUILTIN_STEPS} steps) into {folder}")
         building = folder.with_name(folder.name + ".building")
         with RunDir(building) as pretrain:
             if pretrain.is_main and (building / CHECKPOINTS).exists():  # an interrupted build: start over
@@ -333,10 +351,7 @@ def _save_model(accelerator: Accelerator, model, ema, tokenizer, folder: Path) -
     tokenizer.save_pretrained(folder)
 
 
-def _resume(run: RunDir, accelerator: Accelerator) -> int:
-    checkpoint = _latest_checkpoint(run.path)
-    if checkpoint is None:
-        raise InputError(f"--resume {run.path}: no checkpoint to resume from")
+def _resume(run: RunDir, checkpoint: Path, accelerator: Accelerator) -> int:
     accelerator.load_state(str(checkpoint))
     step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
     run.truncate_metrics(last_step=step)

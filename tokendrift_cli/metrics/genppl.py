@@ -1,7 +1,8 @@
 """Generative perplexity under a causal judge LM, following the DUO repository's protocol.
 
 DUO `metrics.py` (`record_generative_perplexity`): retokenize the sample texts with the judge's
-tokenizer (truncated to the sampler's length, right-padded with EOS), split every row into
+tokenizer (truncated to the sampler's length, or to the judge's maximum length for texts from
+a file; right-padded with EOS), split every row into
 chunks of the judge's context size, score each chunk with the judge, and count as targets all
 non-EOS tokens plus the first EOS of the chunk (later EOS are padding). Gen.-PPL is
 exp(total NLL / total counted tokens) over all samples. See docs/metrics.md.
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tokendrift_cli.errors import InputError
-from tokendrift_cli.models.loading import DTYPES
+from tokendrift_cli.models.loading import DTYPES, OFFLINE_HINT
 
 
 @dataclass
@@ -36,7 +37,7 @@ class HFJudge:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype])
         except OSError as err:
-            raise InputError(f"evaluation.genppl_model: cannot load judge '{name_or_path}' ({type(err).__name__}; offline?)") from None
+            raise InputError(f"evaluation.genppl_model: cannot load judge '{name_or_path}' ({type(err).__name__}); {OFFLINE_HINT}") from None
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -48,9 +49,10 @@ class HFJudge:
 
     @torch.no_grad()
     def score(self, texts: list[str], max_length: int | None = None) -> GenPPLResult:
-        """`max_length`: judge tokens kept per sample (DUO uses the sampler's sequence length)."""
+        """`max_length`: judge tokens kept per sample; DUO passes the sampler's sequence length, and
+        where there is none (texts from a file) the judge's own maximum, as DUO's retokenizer does."""
         encoded = self.tokenizer(
-            texts, return_tensors="pt", padding=True, truncation=max_length is not None, max_length=max_length,
+            texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length or self.context_size,
             return_attention_mask=True, return_token_type_ids=False,
         )
         ids, mask = encoded["input_ids"], encoded["attention_mask"]

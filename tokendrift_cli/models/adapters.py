@@ -1,8 +1,9 @@
 """Masked diffusion LMs behind one interface, for the probe.
 
 The family facts (mask id, EOS ids, logit shift, chat template) come from the presets
-(presets/probe-*.yaml), not from constants here: our DiT folders and train runs carry their own
-mask id; any other model is loaded with `transformers` and the ids the spec gives.
+(tokendrift_cli/presets/probe-*.yaml), not from constants here: our DiT folders, train runs and
+released MDLM checkpoints carry their own mask id; any other model is loaded with `transformers`
+and the ids the spec gives.
 """
 
 from __future__ import annotations
@@ -52,12 +53,11 @@ class MaskedLMAdapter:
 
 
 def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
-    from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for, resolve_model_dir
+    from tokendrift_cli.models.loading import describe, is_denoiser, load_denoiser, load_tokenizer_for, locate
 
-    local = resolve_model_dir(model_ref)
-    ours = local is not None and (local / "config.json").is_file() and '"tokendrift-dit"' in (local / "config.json").read_text()
-    if ours or model_ref == "kuleshov-group/mdlm-owt":
-        model = load_denoiser(model_ref).to(DTYPES[spec.dtype]).eval()
+    local = locate(model_ref)
+    if is_denoiser(local):  # ours, a released MDLM / DUO (folder or .ckpt): the loader every command uses
+        model = load_denoiser(model_ref, weights=spec.weights).to(DTYPES[spec.dtype]).eval()
         tokenizer = load_tokenizer_for(model_ref)
         mask_id = spec.mask_id if spec.mask_id is not None else model.config.mask_token_id
         if mask_id is None:
@@ -69,17 +69,44 @@ def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
         if spec.mask_id is None:
             raise InputError(f"probe.mask_id: required for {model_ref} (see the probe-* presets)")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model_ref, trust_remote_code=spec.trust_remote_code)
-            model = AutoModel.from_pretrained(model_ref, trust_remote_code=spec.trust_remote_code, dtype=DTYPES[spec.dtype]).eval()
-        except OSError as err:
-            raise InputError(f"probe.model: cannot load '{model_ref}' ({type(err).__name__}; offline?)") from None
+            tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=spec.trust_remote_code)
+            model = AutoModel.from_pretrained(local, trust_remote_code=spec.trust_remote_code, dtype=DTYPES[spec.dtype]).eval()
+        except (OSError, ValueError) as err:  # the files are here (locate fetched them): a broken or foreign model
+            raise InputError(f"probe.model: {local}: transformers cannot load it ({describe(err)})") from None
         if torch.cuda.is_available():
             model = model.to("cuda")
         mask_id = spec.mask_id
-        forward = lambda ids, mask: model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits  # noqa: E731
+        forward = _dream_forward(model) if model.config.model_type.lower() == "dream" else _padding_mask_forward(model)
     eos_ids = spec.eos_ids or ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
     has_template = getattr(tokenizer, "chat_template", None) is not None
     if spec.chat_template == "on" and not has_template:
         raise InputError(f"probe.chat_template: on, but {model_ref}'s tokenizer has no chat template")
     use_template = spec.chat_template == "on" or (spec.chat_template == "auto" and has_template)
     return MaskedLMAdapter(forward, tokenizer, mask_id, eos_ids, spec.shift, use_template, model_ref)
+
+
+def _padding_mask_forward(model) -> Forward:
+    """LLaDA and models like it take the 2-D padding mask and turn it into an attention bias themselves."""
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+
+    return forward
+
+
+def _dream_forward(model) -> Forward:
+    """Dream hands `attention_mask` to scaled_dot_product_attention as it is, so it gets what Dream's
+    own generation code builds: "full" with no position ids when nothing is padded; otherwise a
+    [B, 1, L, L] boolean mask (query and key both real tokens) and position ids that count real
+    tokens only, so a left-padded prompt sits at the positions it would have alone."""
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        if bool(mask.all()):
+            return model(input_ids=ids, attention_mask="full", position_ids=None).logits
+        real = mask.bool()
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(~real, 1)
+        pairs = real[:, None, None, :] & real[:, None, :, None]
+        return model(input_ids=ids, attention_mask=pairs, position_ids=positions).logits
+
+    return forward

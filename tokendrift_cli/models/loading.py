@@ -1,4 +1,8 @@
-"""Finding and loading denoisers: our folders, train run dirs, released checkpoints, hub names."""
+"""Finding and loading denoisers: our folders, train run dirs, released checkpoints, hub names.
+
+Every command finds a model with `locate` (a local path, else a hub snapshot) and reads a
+denoiser with `load_denoiser`, which decides MDLM or DUO from the checkpoint itself.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,14 @@ from pathlib import Path
 import torch
 
 from tokendrift_cli.errors import InputError
-from tokendrift_cli.models.convert import config_from_reference, convert_reference_state_dict
+from tokendrift_cli.models.convert import DROPPED, config_from_reference, convert_reference_state_dict, strip_prefix
 from tokendrift_cli.models.dit import DiTConfig, DiTModel
 from tokendrift_cli.spec.model import ModelSpec
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Without network the hub client retries for about a minute before it gives up; this says how not to wait.
+OFFLINE_HINT = "offline? set HF_HUB_OFFLINE=1 so a missing model fails at once, and give a local folder"
 
 
 def resolve_model_dir(reference: str) -> Path | None:
@@ -29,47 +35,73 @@ def resolve_model_dir(reference: str) -> Path | None:
     return path
 
 
-def load_denoiser(reference: str, backbone: str | None = None) -> DiTModel:
+def locate(reference: str) -> Path:
+    """Where a model's files are: a local path (see resolve_model_dir), else a hub snapshot."""
+    return resolve_model_dir(reference) or _download(reference)
+
+
+def is_denoiser(path: Path) -> bool:
+    """Whether `load_denoiser` reads this path: a Lightning .ckpt, one of our DiT folders, or a folder
+    of released MDLM / DUO weights (known by the reference DiT's parameter names, whatever its config says)."""
+    if path.is_file():
+        return path.suffix == ".ckpt"
+    if _read_config(path).get("model_type") == DiTConfig.model_type:
+        return True
+    weights = _weights_file(path)
+    return weights is not None and "vocab_embed.embedding" in strip_prefix(dict.fromkeys(_weight_names(weights)))
+
+
+def load_denoiser(reference: str, backbone: str | None = None, weights: str = "ema") -> DiTModel:
     """Load a DiTModel from a run dir, our save_pretrained folder, a reference-format folder,
-    a Lightning .ckpt file, or a hub name (kuleshov-group/mdlm-owt, s-sahoo/duo)."""
-    local = resolve_model_dir(reference)
-    if local is None:
-        local = _download(reference)
-    if local.is_file() and local.suffix == ".ckpt":
-        return _from_lightning(local, backbone)
-    config_path = local / "config.json"
-    if not config_path.is_file():
+    a Lightning .ckpt file, or a hub name (kuleshov-group/mdlm-owt, s-sahoo/duo).
+
+    MDLM or DUO is read off the checkpoint; `backbone`, when given, must agree with it (it decides
+    only for a checkpoint that does not say). `weights`: "ema" loads a .ckpt's EMA weights (what
+    the reference repositories evaluate and sample with) when it has them, "raw" its training weights.
+    """
+    path = locate(reference)
+    if path.is_file():
+        if path.suffix != ".ckpt":
+            raise InputError(f"model: {reference}: not a Lightning .ckpt, a model folder or a train run")
+        return _from_lightning(path, backbone, weights)
+    config = _read_config(path)
+    if not config:
         raise InputError(f"model: {reference}: no config.json, checkpoint or train run found there")
-    config = json.loads(config_path.read_text())
     if config.get("model_type") == DiTConfig.model_type:
-        model = DiTModel.from_pretrained(local)
-        if backbone is not None and model.config.backbone != backbone:
-            raise InputError(f"model: {reference} is a {model.config.backbone} backbone, not {backbone}")
+        model = _from_ours(path)
+        _agree(model.config.backbone, backbone, path)
         return model
-    return _from_reference_folder(local, config, backbone or _guess_backbone(reference))
+    return _from_reference_folder(path, config, backbone)
 
 
 def load_tokenizer_for(reference: str):
     """The tokenizer saved beside the model, else GPT-2's (what MDLM and DUO were trained with)."""
     from transformers import AutoTokenizer
 
-    local = resolve_model_dir(reference)
-    if local is not None and local.is_dir() and (local / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(local)
-    return AutoTokenizer.from_pretrained("gpt2")
+    path = locate(reference)
+    if path.is_dir() and (path / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(path)
+    try:
+        return AutoTokenizer.from_pretrained("gpt2")
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"model: {path}: no tokenizer files beside the model, and GPT-2's (the MDLM and DUO default) "
+            f"could not be fetched ({type(err).__name__}); save the tokenizer into that folder, or {OFFLINE_HINT}"
+        ) from None
 
 
 def build_denoiser(spec: ModelSpec, tokenizer, seq_len: int) -> DiTModel:
     """The model a train run starts from: `spec.init` if given, else a fresh one of `spec.size`."""
     if spec.init:
-        return load_denoiser(spec.init, backbone=spec.backbone)
+        return load_denoiser(spec.init, backbone=spec.backbone, weights=spec.init_weights)
+    backbone = spec.backbone or "mdlm"
     data_vocab = data_vocab_size(tokenizer)
-    overrides = {"max_position_embeddings": seq_len, "backbone": spec.backbone}
-    if spec.backbone == "mdlm":  # the absorbing state is one extra id after the data tokens
+    overrides = {"max_position_embeddings": seq_len, "backbone": backbone}
+    if backbone == "mdlm":  # the absorbing state is one extra id after the data tokens
         overrides.update(vocab_size=data_vocab + 1, mask_token_id=data_vocab)
     else:
         overrides.update(vocab_size=data_vocab, mask_token_id=None)
-    overrides["time_conditioning"] = spec.time_conditioning if spec.time_conditioning is not None else spec.backbone == "duo"
+    overrides["time_conditioning"] = spec.time_conditioning if spec.time_conditioning is not None else backbone == "duo"
     if spec.dropout is not None:
         overrides["dropout"] = spec.dropout
     return DiTModel(DiTConfig.from_size(spec.size, **overrides))
@@ -83,8 +115,10 @@ def data_vocab_size(tokenizer) -> int:
     return size
 
 
-def _guess_backbone(reference: str) -> str:
-    return "duo" if "duo" in reference.lower() else "mdlm"
+def describe(err: Exception) -> str:
+    """An exception in one line: its type and the first line of its message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def _download(reference: str) -> Path:
@@ -93,42 +127,140 @@ def _download(reference: str) -> Path:
 
         return Path(snapshot_download(reference))
     except Exception as err:  # offline, unknown repo, gated: all mean "not here"
-        raise InputError(f"model: '{reference}' is not a local path and could not be fetched from the hub ({type(err).__name__})") from None
+        raise InputError(f"model: '{reference}' is not a local path and could not be fetched from the hub ({type(err).__name__}); {OFFLINE_HINT}") from None
 
 
-def _from_reference_folder(folder: Path, config: dict, backbone: str) -> DiTModel:
-    """The HF wrapper of the released checkpoints (model_type 'mdlm'): weights under 'backbone.'."""
-    weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+def _read_config(folder: Path) -> dict:
+    """config.json as a dict; {} when there is none."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"model: {path}: not valid JSON") from None
+    if not isinstance(config, dict):
+        raise InputError(f"model: {path}: expected a JSON object")
+    return config
+
+
+def _weights_file(folder: Path) -> Path | None:
+    return next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+
+
+def _weight_names(weights: Path) -> list[str]:
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(weights, "pt") as f:
+            return list(f.keys())
+    return list(_read_weights(weights))
+
+
+def _read_weights(weights: Path) -> dict:
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(weights)
+        return torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt or foreign file: what went wrong is in the message
+        raise InputError(f"model: {weights}: cannot read the weights ({type(err).__name__})") from None
+
+
+def _agree(found: str | None, requested: str | None, source: Path) -> str:
+    """The backbone: the checkpoint's, which a requested one must match; the request only where the checkpoint is silent."""
+    if found is not None and requested is not None and found != requested:
+        raise InputError(f"model.backbone: {requested}, but {source} is a {found} checkpoint")
+    if found is None and requested is None:
+        raise InputError(f"model: {source}: the checkpoint does not record whether it is MDLM or DUO; set model.backbone (train --backbone)")
+    return found or requested
+
+
+def _from_ours(folder: Path) -> DiTModel:
+    try:
+        model, info = DiTModel.from_pretrained(folder, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise InputError(f"model: {folder}: {describe(err)}") from None
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        if info.get(kind):  # transformers would only warn and keep random weights
+            raise InputError(f"model: {folder}: {kind.replace('_', ' ')}: {info[kind][0]}")
+    return model
+
+
+def _from_reference_folder(folder: Path, config: dict, requested: str | None) -> DiTModel:
+    """The HF wrapper of the released checkpoints: weights under 'backbone.'. MDLM's config
+    (kuleshov-group/mdlm-owt) has a `time_conditioning` key, DUO's has none (and conditions on time)."""
+    weights = _weights_file(folder)
     if weights is None:
         raise InputError(f"model: {folder}: none of {', '.join(WEIGHT_FILES)} found")
-    if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state_dict = load_file(weights)
-    else:
-        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
-    return _assemble(state_dict, backbone, config.get("n_heads", 12), config.get("time_conditioning"), config.get("model_length", 1024))
+    state_dict = _read_weights(weights)
+    found = "mdlm" if "time_conditioning" in config else "duo"
+    backbone = _agree(found, requested, folder)
+    return _assemble(state_dict, backbone, config.get("n_heads", 12), config.get("time_conditioning", True), config.get("model_length", 1024), weights)
 
 
-def _from_lightning(path: Path, backbone: str | None) -> DiTModel:
-    """A training checkpoint of the MDLM / DUO repositories (state_dict with 'backbone.' keys)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    hyper = checkpoint.get("hyper_parameters", {}).get("config", {}) or {}
-    model_cfg, algo_cfg = hyper.get("model", {}) or {}, hyper.get("algo", {}) or {}
-    backbone = backbone or ("duo" if "duo" in str(algo_cfg.get("name", path.name)).lower() else "mdlm")
-    return _assemble(
-        checkpoint["state_dict"], backbone, model_cfg.get("n_heads", 12),
-        algo_cfg.get("time_conditioning"), model_cfg.get("length", 1024),
-    )
+def _from_lightning(path: Path, requested: str | None, weights: str) -> DiTModel:
+    """A training checkpoint of the MDLM / DUO repositories: `state_dict` with 'backbone.' keys,
+    `ema.shadow_params`, and the Hydra config under `hyper_parameters.config`."""
+    from tokendrift_cli.models.lightning import plain, read_checkpoint
+
+    try:
+        checkpoint = read_checkpoint(path)
+    except Exception as err:  # truncated, not a torch file, not a dict: all mean "not a checkpoint"
+        raise InputError(f"model: {path}: not a readable Lightning checkpoint ({describe(err)})") from None
+    state_dict = checkpoint.get("state_dict")
+    if not isinstance(state_dict, dict):
+        raise InputError(f"model: {path}: no 'state_dict' in the checkpoint")
+    hyper = plain(checkpoint.get("hyper_parameters")) or {}
+    config = hyper.get("config") if isinstance(hyper, dict) else None
+    config = config if isinstance(config, dict) else {}
+    found, time_conditioning = _lightning_process(config, path)
+    backbone = _agree(found, requested, path)
+    if weights == "ema" and checkpoint.get("ema") is not None:
+        state_dict = _ema_weights(state_dict, checkpoint["ema"], path)
+    model_config = config.get("model") or {}
+    if time_conditioning is None:
+        time_conditioning = backbone == "duo"
+    return _assemble(state_dict, backbone, model_config.get("n_heads", 12), time_conditioning, model_config.get("length", 1024), path)
 
 
-def _assemble(state_dict: dict, backbone: str, num_heads: int, time_conditioning: bool | None, length: int) -> DiTModel:
+def _lightning_process(config: dict, path: Path) -> tuple[str | None, bool | None]:
+    """(backbone, time conditioning) from an MDLM or DUO run's Hydra config: DUO's repository
+    nests them under `algo`, MDLM's has them at the top level; the parameterization tells the
+    process (subs: MDLM, mean: DUO). (None, None) when the checkpoint has no such config."""
+    algo = config.get("algo") if isinstance(config.get("algo"), dict) else config
+    parameterization = algo.get("parameterization")
+    if parameterization is None:
+        return None, None
+    backbone = {"subs": "mdlm", "mean": "duo"}.get(parameterization)
+    if backbone is None:
+        raise InputError(f"model: {path}: a '{parameterization}' checkpoint (hyper_parameters.config); only MDLM (subs) and DUO (mean) load")
+    time_conditioning = algo.get("time_conditioning")
+    return backbone, None if time_conditioning is None else bool(time_conditioning)
+
+
+def _ema_weights(state_dict: dict, ema, path: Path) -> dict:
+    """The reference's EMA keeps `shadow_params`, a list in the order of the backbone's parameters
+    (then the noise schedule's, which we do not use): the state dict's backbone entries less its buffers."""
+    shadows = ema.get("shadow_params") if isinstance(ema, dict) else None
+    if not isinstance(shadows, list):
+        raise InputError(f"model: {path}: ema: no shadow_params list (load the raw weights with weights=raw)")
+    names = [name for name in strip_prefix(state_dict) if not DROPPED.match(name)]
+    if len(shadows) < len(names):
+        raise InputError(f"model: {path}: ema.shadow_params holds {len(shadows)} tensors for {len(names)} parameters")
+    raw = strip_prefix(state_dict)
+    for index, (name, shadow) in enumerate(zip(names, shadows)):
+        if not isinstance(shadow, torch.Tensor) or shadow.shape != raw[name].shape:
+            raise InputError(f"model: {path}: ema.shadow_params[{index}] does not fit {name} {tuple(raw[name].shape)}")
+    return dict(zip(names, shadows))
+
+
+def _assemble(state_dict: dict, backbone: str, num_heads: int, time_conditioning: bool, length: int, source: Path) -> DiTModel:
     config = config_from_reference(
-        state_dict, num_attention_heads=num_heads, backbone=backbone, max_position_embeddings=length,
-        time_conditioning=(backbone == "duo") if time_conditioning is None else bool(time_conditioning),
+        state_dict, num_attention_heads=num_heads, backbone=backbone, source=f"model: {source}",
+        max_position_embeddings=length, time_conditioning=bool(time_conditioning),
     )
-    vocab = config.vocab_size
-    config.mask_token_id = vocab - 1 if backbone == "mdlm" else None
     model = DiTModel(config)
-    model.load_state_dict(convert_reference_state_dict(state_dict, model.state_dict()))
+    model.load_state_dict(convert_reference_state_dict(state_dict, model.state_dict(), source=f"model: {source}"))
     return model

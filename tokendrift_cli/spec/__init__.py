@@ -21,10 +21,10 @@ from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.drift import DriftSpec
 from tokendrift_cli.spec.evaluation import EvaluationSpec
-from tokendrift_cli.spec.model import BUILTIN, ModelSpec
+from tokendrift_cli.spec.model import BUILTIN, ModelSpec, Weights
 from tokendrift_cli.spec.optim import OptimSpec
 from tokendrift_cli.spec.probe import ProbeSpec
-from tokendrift_cli.spec.sampling import SamplingSpec
+from tokendrift_cli.spec.sampling import SamplerSpec, SamplingSpec
 from tokendrift_cli.spec.trap import TrapSpec
 
 
@@ -70,6 +70,7 @@ class SampleSpec(StrictModel):
     command: Literal["sample"] = "sample"
     seed: int = 0
     model: Optional[str] = Field(None, description="model folder, hub name, or train run dir; default: the latest train run")
+    weights: Weights = "ema"
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
 
 
@@ -78,7 +79,8 @@ class EvalSpec(StrictModel):
     seed: int = 0
     samples: Optional[str] = Field(None, description="samples.jsonl to judge (one {'text': ...} per line)")
     models: list[str] = Field(default_factory=list, description="models or run dirs to sample and judge")
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    weights: Weights = "ema"
+    sampling: SamplerSpec = Field(default_factory=SamplerSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 
 

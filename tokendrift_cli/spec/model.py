@@ -1,17 +1,25 @@
 """Which denoiser backbone to build or load."""
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field, field_validator
 
 from tokendrift_cli.spec.base import StrictModel
+
+# Which weights of a Lightning .ckpt (MDLM / DUO repositories) a command loads; one field beside
+# each field that names a model.
+Weights = Annotated[Literal["ema", "raw"], Field(
+    description="from a Lightning .ckpt: its EMA weights (what MDLM and DUO evaluate and sample with), or raw (the training weights)"
+)]
 
 
 BUILTIN = "builtin"
 
 
 class ModelSpec(StrictModel):
-    backbone: Literal["mdlm", "duo"] = Field("mdlm", description="masked (mdlm) or uniform-state (duo) diffusion")
+    backbone: Optional[Literal["mdlm", "duo"]] = Field(
+        None, description="masked (mdlm) or uniform-state (duo) diffusion; default: the init checkpoint's (it must agree when given), else mdlm"
+    )
     size: Literal["tiny", "small"] = Field("tiny", description="DiT size when training from scratch: tiny (CPU) or small (12 layers, 768 hidden, as in the papers)")
     init: Optional[str] = Field(
         BUILTIN,
@@ -19,6 +27,7 @@ class ModelSpec(StrictModel):
         "on first use and cached), a hub name (kuleshov-group/mdlm-owt, s-sahoo/duo), local folder, .ckpt file or train "
         "run dir; 'none': train from scratch",
     )
+    init_weights: Weights = "ema"
     time_conditioning: Optional[bool] = Field(None, description="condition on the noise level σ; default as the papers: off for MDLM, on for DUO")
     dropout: Optional[float] = Field(None, ge=0, lt=1, description="dropout when training from scratch; default: the size's")
 

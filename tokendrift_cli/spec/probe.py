@@ -5,10 +5,12 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 
 from tokendrift_cli.spec.base import StrictModel
+from tokendrift_cli.spec.model import Weights
 
 
 class ProbeSpec(StrictModel):
     model: Optional[str] = Field(None, description="masked diffusion LM: hub name, local folder or train run dir; default: the latest train run")
+    weights: Weights = "ema"
     prompts: Optional[str] = Field(None, description="JSONL file, one {'prompt': ..., 'id'?: ...} per line")
     prompt: Optional[str] = Field(None, description="a single prompt text (instead of a file)")
     from_lima: Optional[str] = Field(None, description="build the prompts from a local LIMA train.jsonl (first user turn of each conversation)")

@@ -5,12 +5,14 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from tokendrift_cli.spec.base import StrictModel
+from tokendrift_cli.spec.model import Weights
 
 
 class TrapSpec(StrictModel):
     mode: Literal["exact", "model"] = Field("exact", description="exact: the synthetic language's own conditionals; model: a trained denoiser's")
     joint: Optional[str] = Field(None, description="JSON file of a tiny joint instead, e.g. {'I like': 0.5, 'he likes': 0.5}")
     model: Optional[str] = Field(None, description="masked denoiser for mode=model: folder or train run dir (default: the latest train run)")
+    weights: Weights = "ema"
     k: int = Field(2, ge=2, le=4, description="masked slots decoded together (exact mode; model mode uses pairs)")
     max_span: int = Field(3, ge=1, description="slots lie within this many positions of each other")
     num_contexts: int = Field(100, ge=1, description="sentences of the language, each with its most correlated slot set")
