@@ -8,12 +8,12 @@ from tokendrift_cli.spec.base import StrictModel
 
 
 class OptimSpec(StrictModel):
-    lr: float = Field(3e-4, gt=0, description="peak learning rate")
+    lr: float = Field(3e-5, gt=0, description="peak learning rate (3e-5: the TokenDrift paper's for continual training, App. F; from scratch ~1e-3)")
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = Field(50, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps (none: training continues a converged checkpoint)")
     schedule: Literal["constant", "cosine"] = "constant"
-    max_steps: int = Field(400, ge=1)
+    max_steps: int = Field(300, ge=1)
     batch_size: int = Field(64, ge=1, description="sequences per optimiser step, across all processes")
     grad_accum: int = Field(1, ge=1)
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
