@@ -209,8 +209,8 @@ def test_builtin_init_is_pretrained_once_then_read_from_the_cache(cli, tmp_path,
     code, stdout, stderr = cli("train", "--out", str(tmp_path / "first"), *common)
     assert code == 0, stderr
     init = Path(json.loads(stdout)["init"])
-    assert init.parent == cache / "pretrained" and init.name.startswith("mdlm-tiny-")
-    assert "pretraining the builtin mdlm checkpoint" in stderr and str(init) in stderr
+    assert init.parent == cache / "pretrained" and init.name.startswith("duo-tiny-")  # without --backbone: the builtin DUO
+    assert "pretraining the builtin duo checkpoint" in stderr and str(init) in stderr
     assert json.loads((init / "results.json").read_text())["steps"] == 3
     assert not list(cache.glob("pretrained/*.building"))
     weights = init / "model" / "model.safetensors"
