@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-# A few seconds a run: tiny model from scratch, short sequences, small batches, no quality report.
-FAST = [
-    "--init", "none", "--set", "quality.num_samples=0",
+# A few seconds a run: short sequences, small batches, no quality report; FAST from scratch.
+SHORT = [
+    "--set", "quality.num_samples=0",
     "--set", "data.num_train=256", "--set", "data.num_valid=32", "--set", "data.seq_len=16",
     "--set", "optim.batch_size=8", "--set", "optim.warmup_steps=2",
     "--set", "logging.log_every=1", "--set", "logging.eval_every=0", "--set", "logging.valid_sequences=16",
 ]
+FAST = ["--init", "none", *SHORT]
 
 
 def _metrics(run_dir: Path) -> list[dict]:
