@@ -17,6 +17,7 @@ from tokendrift_cli.data.jsonl import read_jsonl
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.jobs.sample import generate, latest_train_run, load_for_sampling
+from tokendrift_cli.metrics.judging import judge_name
 from tokendrift_cli.metrics.text_stats import ngram_jsd, sample_entropy
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import RunDir
@@ -52,7 +53,7 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
             if val_ppl is not None:
                 row["val_ppl"] = val_ppl
             rows.append(row)
-        if language is not None and _judge_name(evaluation.genppl_model, language) == "oracle":
+        if language is not None and judge_name(evaluation.genppl_model, language) == "oracle":
             from tokendrift_cli.metrics.oracle import OracleJudge
 
             judge = OracleJudge(language, evaluation.oracle_epsilon)
@@ -82,9 +83,9 @@ def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec,
     evaluation = spec.evaluation
     result: dict = {"num_samples": len(samples.texts)}
     if "genppl" in evaluation.metrics:
-        judge_name = _judge_name(evaluation.genppl_model, language)
-        result["judge"] = judge_name
-        if judge_name == "oracle":
+        chosen = judge_name(evaluation.genppl_model, language)
+        result["judge"] = chosen
+        if chosen == "oracle":
             from tokendrift_cli.metrics.oracle import OracleJudge
 
             if language is None:
@@ -95,7 +96,7 @@ def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec,
         else:
             from tokendrift_cli.metrics.genppl import HFJudge
 
-            judge = HFJudge(judge_name, batch_size=evaluation.judge_batch_size, dtype=evaluation.judge_dtype)
+            judge = HFJudge(chosen, batch_size=evaluation.judge_batch_size, dtype=evaluation.judge_dtype)
             scored = judge.score(samples.texts, max_length=seq_len)
             result.update(gen_ppl=scored.gen_ppl, judged_tokens=scored.num_tokens, protocol="duo: retokenize, eos-pad, chunk, first-eos")
     if "entropy" in evaluation.metrics:
@@ -108,12 +109,6 @@ def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec,
             result["ngram_jsd"] = jsd["mean"]
             result["ngram_jsd_by_n"] = {k: v for k, v in jsd.items() if k != "mean"}
     return result
-
-
-def _judge_name(requested: str, language: SyntheticLanguage | None) -> str:
-    if requested == "auto":
-        return "oracle" if language is not None else "gpt2-large"
-    return requested
 
 
 def _language_for_model(reference: str, tokenizer) -> SyntheticLanguage | None:
