@@ -249,3 +249,23 @@ def test_one_and_two_processes_log_the_same_lr_and_losses_for_the_same_global_ba
     for run in (one, two):
         assert [r["lr"] for r in _metrics(run)] == pytest.approx(expected, abs=1e-12)
     assert [r["loss"] for r in _metrics(two)] == pytest.approx([r["loss"] for r in _metrics(one)], rel=1e-4)
+
+
+@pytest.mark.parametrize("setting", [
+    [], ["drift.variant=mirror-kl"], ["drift.variant=mirror-mse", "drift.base_loss=true"], ["drift.lift=hard-st"],
+    ["drift.lift=sampled-st"], ["drift.kernel=drifting-code"], ["drift.features=layers", "drift.feature_window=4"],
+    ["drift.negatives=rollout"], ["drift.attraction=0", "drift.repulsion=1"], ["drift.queue_size=4"],
+])
+def test_every_tokendrift_setting_trains_from_a_pretrained_checkpoint(cli, tmp_path, trained_run, setting):
+    """Three steps of each setting from a pretrained model: finite losses, and each term's
+    gradient norm on the logits logged (the base loss's only when it is on)."""
+    out = tmp_path / "run"
+    code, _, stderr = cli("train", "--init", str(trained_run), "--max-steps", "3", "--lr", "1e-3", "--out", str(out),
+                          *[a for item in setting for a in ("--set", item)], *SHORT)
+    assert code == 0, stderr
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert all(math.isfinite(row[k]) for k in ("loss", "drift_loss", "diffusion_loss", "grad_logits_drift"))
+        assert ("grad_logits_base" in row) == ("drift.base_loss=true" in setting)
+    assert rows[-1]["queue_fill"] == min(16, 4 if "drift.queue_size=4" in setting else 16)
