@@ -21,10 +21,14 @@ Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class MaskedLMAdapter:
     """`logits(ids, attention_mask)[:, i]` is always the prediction FOR position i."""
 
-    def __init__(self, forward: Forward, tokenizer, mask_id: int, eos_ids: list[int], shift: bool, use_template: bool, name: str):
+    def __init__(
+        self, forward: Forward, tokenizer, mask_id: int, eos_ids: list[int], shift: bool, use_template: bool, name: str,
+        vocab_size: int | None = None, length: int | None = None,
+    ):
         self._forward = forward
         self.tokenizer, self.mask_id, self.eos_ids = tokenizer, mask_id, eos_ids
         self.shift, self.use_template, self.name = shift, use_template, name
+        self.vocab_size, self.length = vocab_size, length  # the model's, where known: the spec is checked against them
 
     def tokenize_prompt(self, text: str) -> list[int]:
         if self.use_template:
@@ -82,4 +86,6 @@ def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
     if spec.chat_template == "on" and not has_template:
         raise InputError(f"probe.chat_template: on, but {model_ref}'s tokenizer has no chat template")
     use_template = spec.chat_template == "on" or (spec.chat_template == "auto" and has_template)
-    return MaskedLMAdapter(forward, tokenizer, mask_id, eos_ids, spec.shift, use_template, model_ref)
+    # LLaDA's config names its context max_sequence_length; ours and most others max_position_embeddings.
+    length = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "max_sequence_length", None)
+    return MaskedLMAdapter(forward, tokenizer, mask_id, eos_ids, spec.shift, use_template, model_ref, model.config.vocab_size, length)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 
@@ -13,6 +15,7 @@ from tokendrift_cli.models.dit import DiTConfig, DiTModel
 from tokendrift_cli.spec.model import ModelSpec
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+T = TypeVar("T")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -40,9 +43,9 @@ def load_denoiser(reference: str, backbone: str | None = None) -> DiTModel:
     config_path = local / "config.json"
     if not config_path.is_file():
         raise InputError(f"model: {reference}: no config.json, checkpoint or train run found there")
-    config = json.loads(config_path.read_text())
+    config = _read(config_path, lambda: json.loads(config_path.read_text(encoding="utf-8")))
     if config.get("model_type") == DiTConfig.model_type:
-        model = DiTModel.from_pretrained(local)
+        model = _read(local, lambda: DiTModel.from_pretrained(local))
         if backbone is not None and model.config.backbone != backbone:
             raise InputError(f"model: {reference} is a {model.config.backbone} backbone, not {backbone}")
         return model
@@ -83,6 +86,17 @@ def data_vocab_size(tokenizer) -> int:
     return size
 
 
+def _read(path: Path, read: Callable[[], T]) -> T:
+    """One file (or folder) of a checkpoint read: truncated or corrupt bytes are bad input naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        return read()
+    except (SafetensorError, OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, pickle.UnpicklingError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"model: {path}: cannot be read ({first})") from None
+
+
 def _guess_backbone(reference: str) -> str:
     return "duo" if "duo" in reference.lower() else "mdlm"
 
@@ -104,15 +118,15 @@ def _from_reference_folder(folder: Path, config: dict, backbone: str) -> DiTMode
     if weights.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state_dict = load_file(weights)
+        state_dict = _read(weights, lambda: load_file(weights))
     else:
-        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+        state_dict = _read(weights, lambda: torch.load(weights, map_location="cpu", weights_only=True))
     return _assemble(state_dict, backbone, config.get("n_heads", 12), config.get("time_conditioning"), config.get("model_length", 1024))
 
 
 def _from_lightning(path: Path, backbone: str | None) -> DiTModel:
     """A training checkpoint of the MDLM / DUO repositories (state_dict with 'backbone.' keys)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = _read(path, lambda: torch.load(path, map_location="cpu", weights_only=False))
     hyper = checkpoint.get("hyper_parameters", {}).get("config", {}) or {}
     model_cfg, algo_cfg = hyper.get("model", {}) or {}, hyper.get("algo", {}) or {}
     backbone = backbone or ("duo" if "duo" in str(algo_cfg.get("name", path.name)).lower() else "mdlm")

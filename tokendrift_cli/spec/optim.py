@@ -1,16 +1,19 @@
 """Optimisation and training-loop settings."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from tokendrift_cli.spec.base import StrictModel
 
+# AdamW's moment decays, in the range torch checks only once the job has started.
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
 
 class OptimSpec(StrictModel):
     lr: float = Field(3e-4, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     warmup_steps: int = Field(50, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
     max_steps: int = Field(400, ge=1)
