@@ -100,6 +100,8 @@ def _execute(
         spec = load_spec(command, preset=preset, spec_file=spec_file, options=options, overrides=overrides)
         job = _job_module(command)
         with RunDir(out or default_run_path(command), resume=resume) as run:
+            if resume:  # before spec.yaml is rewritten: a refused resume leaves the run as it was
+                job.check_resume(spec, run)
             run.write_yaml("spec.yaml", spec_to_dict(spec))
             result = job.run(spec, run, ui)
             result = {"run_dir": str(run.path), **result}

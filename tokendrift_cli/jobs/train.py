@@ -8,7 +8,6 @@ run, and a resumed run continues exactly where the checkpoint left it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -28,8 +27,8 @@ from tokendrift_cli.errors import InputError, JobError
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser
-from tokendrift_cli.runs import RunDir, atomic_write_text, to_json
-from tokendrift_cli.spec import TrainSpec
+from tokendrift_cli.runs import FILE_MODE, RunDir, atomic_write_text, to_json, writing
+from tokendrift_cli.spec import ModelFacts, TrainSpec, check_against_model, load_spec, spec_to_dict
 from tokendrift_cli.ui import UI
 
 CHECKPOINTS = "checkpoints"
@@ -51,6 +50,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     train_set = data["train"].with_format("torch")
     valid_ids = data["validation"].with_format("torch")[: spec.logging.valid_sequences]["input_ids"]
     model = build_denoiser(spec.model, tokenizer, seq_len=spec.data.seq_len)
+    check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
     process = make_process(
         spec.model.backbone, spec.diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
     )
@@ -244,11 +244,13 @@ def _save_checkpoint(run: RunDir, accelerator: Accelerator, model, ema, tokenize
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with writing(tmp):
+        accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        _save_model(accelerator, model, ema, tokenizer, tmp / "model")
-        atomic_write_text(tmp / "trainer_state.json", to_json({"step": step}))
-        _fsync_tree(tmp)
+        with writing(tmp):
+            _save_model(accelerator, model, ema, tokenizer, tmp / "model")
+            atomic_write_text(tmp / "trainer_state.json", to_json({"step": step}))
+            _fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -263,8 +265,9 @@ def _save_final(run: RunDir, accelerator: Accelerator, model, ema, tokenizer) ->
         tmp = run.path / ".model.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
-        _save_model(accelerator, model, ema, tokenizer, tmp)
-        _fsync_tree(tmp)
+        with writing(tmp):
+            _save_model(accelerator, model, ema, tokenizer, tmp)
+            _fsync_tree(tmp)
         if model_dir.exists():
             shutil.rmtree(model_dir)
         os.replace(tmp, model_dir)
@@ -280,20 +283,60 @@ def _save_model(accelerator: Accelerator, model, ema, tokenizer, folder: Path) -
     tokenizer.save_pretrained(folder)
 
 
-def _resume(run: RunDir, accelerator: Accelerator) -> int:
+# What a resumed run may change: how far it goes, and how it logs and saves. Anything else would
+# make it a different run than the one its spec.yaml, metrics and checkpoints record.
+RESUMABLE_CHANGES = ("optim.max_steps", "logging.")
+
+
+def check_resume(spec: TrainSpec, run: RunDir) -> None:
+    """Refuse a --resume that would not continue the run in `run` (called before its spec.yaml is rewritten)."""
+    recorded = _flat(spec_to_dict(load_spec("train", spec_file=run.file("spec.yaml"))))
+    for key, value in _flat(spec_to_dict(spec)).items():
+        if value != recorded.get(key) and not key.startswith(RESUMABLE_CHANGES):
+            raise InputError(
+                f"{key}: {value!r} differs from the run's {recorded.get(key)!r} ({run.file('spec.yaml')}); "
+                "a resumed run may change only optim.max_steps and logging.*"
+            )
     checkpoint = _latest_checkpoint(run.path)
     if checkpoint is None:
         raise InputError(f"--resume {run.path}: no checkpoint to resume from")
-    accelerator.load_state(str(checkpoint))
-    step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    step = _step_of(checkpoint)
+    if spec.optim.max_steps < step:
+        raise InputError(f"optim.max_steps: {spec.optim.max_steps} is below the checkpoint's step {step}; a resumed run cannot go back")
+    if spec.optim.max_steps == step and run.file("results.json").exists():
+        raise InputError(f"--resume {run.path}: the run finished at step {step}; raise --max-steps to continue it")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _resume(run: RunDir, accelerator: Accelerator) -> int:
+    checkpoint = _latest_checkpoint(run.path)  # check_resume made sure there is one
+    try:
+        accelerator.load_state(str(checkpoint))
+    except (OSError, RuntimeError, KeyError, ValueError) as err:  # truncated, or saved by another model
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"--resume {run.path}: {checkpoint.name} does not load ({first})") from None
+    step = _step_of(checkpoint)
     run.truncate_metrics(last_step=step)
     return step
 
 
 def _checkpoints(run_path: Path) -> list[Path]:
     root = run_path / CHECKPOINTS
-    found = [p for p in root.glob("checkpoint-*") if p.is_dir()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    found = [p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()] if root.is_dir() else []
+    return sorted(found, key=_step_of)
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])  # checkpoint-<step>, as _save_checkpoint names it
 
 
 def _latest_checkpoint(run_path: Path) -> Path | None:
@@ -306,6 +349,7 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
+            path.chmod(FILE_MODE)  # safetensors writes 0600; the run's files all get the umask's mode
 
 
 # ---------------------------------------------------------------------------- small helpers
