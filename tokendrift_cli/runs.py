@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
-from tokendrift_cli.errors import InputError, JobError
+from tokendrift_cli.errors import InputError, JobError, first_line
 
 # The mode open() gives a new file under the process's umask (mkstemp would leave 0600). The umask
 # can only be read by setting it, so it is read once, before any thread could create a file.
@@ -42,7 +42,7 @@ def writing(path: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError, SafetensorError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
         raise JobError(f"cannot write {path}: {reason}") from None
 
 

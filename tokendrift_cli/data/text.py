@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokendrift_cli.data.jsonl import read_jsonl
-from tokendrift_cli.errors import InputError
+from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.files import read_user_text
 from tokendrift_cli.spec.data import DataSpec
 
@@ -39,7 +39,7 @@ def load_text_dataset(spec: DataSpec, seed: int):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:  # neither a local folder nor on the hub (or offline)
-        raise InputError(f"data.tokenizer: cannot load '{name}' ({_first_line(err)})") from None
+        raise InputError(f"data.tokenizer: cannot load '{name}' ({first_line(err)})") from None
     if tokenizer.eos_token_id is None:
         raise InputError(f"data.tokenizer: {name} has no EOS token to separate documents")
     paths = [p.strip() for p in spec.source.split(",")]
@@ -50,7 +50,7 @@ def load_text_dataset(spec: DataSpec, seed: int):
         try:
             raw = load_dataset(spec.source)
         except (OSError, ValueError) as err:  # an empty or unknown folder, an unknown hub name, offline
-            raise InputError(f"data.source: cannot load '{spec.source}' ({_first_line(err)})") from None
+            raise InputError(f"data.source: cannot load '{spec.source}' ({first_line(err)})") from None
         for split_name, split in raw.items():
             if spec.text_field not in split.column_names:
                 raise InputError(f"data.text_field: '{spec.text_field}' is not a column of {spec.source} {split_name} ({', '.join(split.column_names)})")
@@ -70,7 +70,3 @@ def load_text_dataset(spec: DataSpec, seed: int):
         held_out = data["train"].train_test_split(test_size=spec.valid_fraction, seed=seed)
         data = DatasetDict({"train": held_out["train"], "validation": held_out["test"]})
     return data, tokenizer
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 from tokendrift_cli.data import load_data
 from tokendrift_cli.diffusion import make_process
 from tokendrift_cli.diffusion.sampling import categorical
-from tokendrift_cli.errors import InputError, JobError
+from tokendrift_cli.errors import InputError, JobError, first_line
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser
@@ -322,8 +322,7 @@ def _resume(run: RunDir, accelerator: Accelerator) -> int:
     try:
         accelerator.load_state(str(checkpoint))
     except (OSError, RuntimeError, KeyError, ValueError) as err:  # truncated, or saved by another model
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise InputError(f"--resume {run.path}: {checkpoint.name} does not load ({first})") from None
+        raise InputError(f"--resume {run.path}: {checkpoint.name} does not load ({first_line(err)})") from None
     step = _step_of(checkpoint)
     run.truncate_metrics(last_step=step)
     return step

@@ -9,7 +9,7 @@ from typing import Callable, TypeVar
 
 import torch
 
-from tokendrift_cli.errors import InputError
+from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.models.convert import config_from_reference, convert_reference_state_dict
 from tokendrift_cli.models.dit import DiTConfig, DiTModel
 from tokendrift_cli.spec.model import ModelSpec
@@ -93,8 +93,7 @@ def _read(path: Path, read: Callable[[], T]) -> T:
     try:
         return read()
     except (SafetensorError, OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, pickle.UnpicklingError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise InputError(f"model: {path}: cannot be read ({first})") from None
+        raise InputError(f"model: {path}: cannot be read ({first_line(err)})") from None
 
 
 def _guess_backbone(reference: str) -> str:
