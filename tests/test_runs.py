@@ -138,10 +138,10 @@ def test_atomic_writes_get_the_umask_mode(tmp_path):
 def test_files_of_a_run_keep_the_umask_mode_end_to_end(tmp_path):
     """A real process under umask 027: every file it writes is 0640 (mkstemp alone would give 0600)."""
     out = tmp_path / "trap"
+    (tmp_path / "joint.json").write_text('{"I like": 0.5, "he likes": 0.5}')
     done = subprocess.run(
-        [sys.executable, "-m", "tokendrift_cli", "marginal-trap", "--out", str(out), "--quiet",
-         "--set", "trap.num_contexts=2", "--set", "trap.num_samples=50"],
-        capture_output=True, text=True, preexec_fn=lambda: os.umask(0o027),
+        [sys.executable, "-m", "tokendrift_cli", "marginal-trap", "--joint", str(tmp_path / "joint.json"), "--out", str(out), "--quiet"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=lambda: os.umask(0o027),
     )
     assert done.returncode == 0, done.stderr
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
