@@ -38,13 +38,19 @@ def paths(tmp_path_factory, trained_run, interrupted_run):
         weights.write_bytes(weights.read_bytes()[:1000])
 
     (root / "empty").mkdir()
+    bad_run = root / "bad-run"  # a train run whose recorded spec no longer validates
+    shutil.copytree(trained_run / "model", bad_run / "model")
+    (bad_run / "spec.yaml").write_text("command: train\ndiffusion:\n  eps: 5\n")
     (root / "folder").mkdir()
     (root / "dir.txt").mkdir()
     (root / "folder" / "x.txt").write_text("I like tennis .\n")
     return {
         "run": str(trained_run), "interrupted": str(interrupted_run), "tok": str(trained_run / "model"),
         "cache": str(root / "cache"), "empty": str(root / "empty"), "folder": str(root / "folder"), "root": str(root),
+        "bad_run": str(bad_run),
         "bad_yaml": write("spec.yaml", b"seed: 1\n# caf\xe9\n"),
+        "yaml_syntax": write("syntax.yaml", "seed: 1\noptim: [1\n"),
+        "yaml_list": write("list.yaml", "- seed: 1\n"),
         "bad_txt": write("docs.txt", b"I like tennis .\ncaf\xe9\n"),
         "bad_jsonl": write("rows.jsonl", NOT_UTF8),
         "bad_json": write("joint.json", b'{"caf\xe9 x": 1.0}'),
@@ -178,6 +184,10 @@ CASES = [
     ("presets-unknown", "presets no-such-preset", 2, "no such preset"),
     ("reference-field", "eval --samples {samples} --set evaluation.reference={root}/missing.txt", 2, "evaluation.reference: {root}/missing.txt: file not found"),
     ("set-bad-yaml", "train --set optim.lr=[", 2, "--set optim.lr=[: the value is not valid YAML"),
+    ("spec-not-yaml", "sample --spec {yaml_syntax}", 2, "syntax.yaml: line 3: not valid YAML"),
+    ("spec-not-a-mapping", "probe --spec {yaml_list}", 2, "list.yaml: expected a mapping of spec fields, got list"),
+    ("run-spec-invalid-sample", "sample --model {bad_run} --nfe 4", 2, "bad-run/spec.yaml: diffusion.eps: Input should be less than 1"),
+    ("run-spec-invalid-eval", "eval --model {bad_run} --nfe 4", 2, "bad-run/spec.yaml: diffusion.eps: Input should be less than 1"),
 ]
 
 

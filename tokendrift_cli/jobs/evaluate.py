@@ -20,7 +20,7 @@ from tokendrift_cli.jobs.sample import generate, latest_train_run, load_for_samp
 from tokendrift_cli.metrics.text_stats import ngram_jsd, sample_entropy
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import RunDir
-from tokendrift_cli.spec import EvalSpec, ModelFacts, check_against_model, read_spec_file
+from tokendrift_cli.spec import EvalSpec, ModelFacts, check_against_model, recorded_section
 from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.ui import UI
 
@@ -146,7 +146,7 @@ def _run_data_spec(reference: str) -> DataSpec | None:
     path = Path(reference) / "spec.yaml"
     if not path.is_file():
         return None
-    return DataSpec.model_validate(read_spec_file(path).get("data", {}))
+    return recorded_section(path, "data", DataSpec)
 
 
 def _reference_texts(path: str | None, language: SyntheticLanguage | None, count: int, seq_len: int | None, seed: int) -> list[str] | None:

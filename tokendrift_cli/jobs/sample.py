@@ -15,7 +15,7 @@ from tokendrift_cli.metrics.text_stats import sample_entropy
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for
 from tokendrift_cli.runs import RunDir
-from tokendrift_cli.spec import ModelFacts, SampleSpec, check_against_model, read_spec_file
+from tokendrift_cli.spec import ModelFacts, SampleSpec, check_against_model, recorded_section
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.sampling import SamplingSpec
 from tokendrift_cli.ui import UI
@@ -68,7 +68,7 @@ def load_for_sampling(reference: str, device: torch.device | None = None):
     diffusion = DiffusionSpec()
     spec_path = Path(reference) / "spec.yaml"
     if spec_path.is_file():  # a train run dir: sample with the process it was trained with
-        diffusion = DiffusionSpec.model_validate(read_spec_file(spec_path).get("diffusion", {}))
+        diffusion = recorded_section(spec_path, "diffusion", DiffusionSpec)
     process = make_process(
         model.config.backbone, diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
     )

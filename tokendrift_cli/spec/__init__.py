@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, TypeVar, Union
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -177,6 +177,7 @@ COMMAND_SPECS: dict[str, type[StrictModel]] = {
 }
 
 AnySpec = Union[TrainSpec, SampleSpec, EvalSpec, ProbeCommandSpec, TrapCommandSpec]
+Section = TypeVar("Section", bound=StrictModel)
 
 
 # ---------------------------------------------------------------------------- presets
@@ -256,7 +257,17 @@ def check_against_model(spec: AnySpec, model: ModelFacts) -> None:
 
 def read_spec_file(path: str | Path) -> dict:
     path = Path(path)
-    return _parse_mapping(read_user_text(path, "--spec"), f"--spec {path}", as_json=path.suffix == ".json")
+    return _parse_mapping(read_user_text(path, "--spec"), str(path), as_json=path.suffix == ".json")
+
+
+def recorded_section(spec_file: Path, section: str, model: type[Section]) -> Section:
+    """One section (diffusion, data) of the spec.yaml a train run recorded, validated alone, so runs
+    whose other sections have since changed still load; an invalid one is one line per problem."""
+    layer = read_spec_file(spec_file).get(section, {})
+    try:
+        return model.model_validate(layer)
+    except ValidationError as err:
+        raise SpecError([f"{spec_file}: {section}.{_describe(e)}" for e in err.errors()]) from None
 
 
 def spec_to_dict(spec: StrictModel) -> dict:
