@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tokendrift_cli.diffusion import make_process
 from tokendrift_cli.drift import FeatureEncoder, FeatureQueue, TokenDrift, build_encoder, drift_field, lift
-from tokendrift_cli.drift.objective import logit_gradient, mirror_loss, teacher_direction
+from tokendrift_cli.drift.objective import mirror_loss, teacher_direction
 from tokendrift_cli.models.dit import DiTConfig, DiTModel
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.drift import DriftSpec

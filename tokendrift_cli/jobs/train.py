@@ -26,7 +26,7 @@ from tokendrift_cli.data import load_data
 from tokendrift_cli.data.synthetic import default_cache_dir
 from tokendrift_cli.diffusion import make_process
 from tokendrift_cli.drift import TokenDrift, build_encoder, diffusion_objective
-from tokendrift_cli.errors import InputError, JobError
+from tokendrift_cli.errors import InputError
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser, load_denoiser
