@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_reproduce_quick(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--quick", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "reproduce-quick.json").read_text())
     keys = {(r["backbone"], r["arm"], r["nfe"]) for r in result["rows"]}
