@@ -196,19 +196,20 @@ def test_backbone_copy_encoder_reads_every_block_and_stays_frozen():
     model, _ = converted_model(time_conditioning=False)
     ids = torch.tensor([[1, 4, 10, 2]])
     probs = F.one_hot(ids, V).float()
-    every = BackboneCopyEncoder(model, None)(probs)
-    assert len(every) == LAYERS
+    encoder = BackboneCopyEncoder(model, features="layers")
+    states = encoder.hidden_states(probs)
+    assert len(states) == LAYERS + 1
     # the last block's output is what the model's head reads: the same logits as the model
     c = model.conditioning(None, 1, ids.device)
-    torch.testing.assert_close(model.output_layer(every[-1], c).float(), model(input_ids=ids))
-    embeddings = BackboneCopyEncoder(model, (0, -1))(probs)
-    torch.testing.assert_close(embeddings[0], probs @ model.get_input_embeddings().embedding)
-    torch.testing.assert_close(embeddings[1], every[-1])
-    encoder = BackboneCopyEncoder(model, None)
+    torch.testing.assert_close(model.output_layer(states[-1], c).float(), model(input_ids=ids))
+    torch.testing.assert_close(encoder(probs), torch.stack([h.mean(1) for h in states[1:]]))  # every block, pooled
+    chosen = BackboneCopyEncoder(model, features="layers", layers=(0, -1))(probs)
+    torch.testing.assert_close(chosen[0], (probs @ model.get_input_embeddings().embedding).mean(1))
+    torch.testing.assert_close(chosen[1], states[-1].mean(1))
     with torch.no_grad():
         model.get_input_embeddings().embedding.add_(1.0)  # training the denoiser leaves the copy alone
     assert all(not p.requires_grad for p in encoder.parameters())
-    torch.testing.assert_close(encoder(probs)[-1], every[-1])
+    torch.testing.assert_close(encoder.hidden_states(probs)[-1], states[-1])
 
 
 def test_transformers_encoder_reads_a_local_gpt2_by_layer(tmp_path):
@@ -220,6 +221,7 @@ def test_transformers_encoder_reads_a_local_gpt2_by_layer(tmp_path):
     reference.save_pretrained(tmp_path)
     ids = torch.tensor([[1, 4, 9, 2]])
     probs = F.one_hot(ids, V).float()  # one column more than GPT-2 has: MDLM's [MASK], dropped
-    features = TransformersEncoder(str(tmp_path), None)(probs)
-    assert len(features) == 3
-    torch.testing.assert_close(features[-1], reference(input_ids=ids).last_hidden_state)
+    encoder = TransformersEncoder(str(tmp_path), features="layers")
+    assert encoder(probs).shape == (3, 1, 16)
+    torch.testing.assert_close(encoder.hidden_states(probs)[-1], reference(input_ids=ids).last_hidden_state)
+    torch.testing.assert_close(encoder(ids[:, :4].clamp_max(V - 2)), encoder(F.one_hot(ids.clamp_max(V - 2), V - 1).float()))
