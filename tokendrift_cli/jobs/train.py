@@ -162,7 +162,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     if quality:
         result["quality"] = quality
         ui.table(f"quality at NFE {quality['nfe']} · judge {quality['judge']} · {spec.quality.num_samples} samples", [
-            {"": name, **{k: v for k, v in quality[name].items()}} for name in ("before", "after") if quality[name]
+            {"": name, **quality[name]} for name in ("before", "after") if quality[name]
         ])
     return result
 
