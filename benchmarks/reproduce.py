@@ -30,13 +30,13 @@ import sys
 import time
 from pathlib import Path
 
+# The NFE sweep stops at the sequence length: a sampler makes at most one call per position.
 PLANS = {
     "full": dict(pretrain_steps=3000, sweep_steps=500, continue_steps=1000, checkpoint_every=100, num_samples=256,
-                 batch_size=64, seq_len=32, lrs=[3e-5, 1e-4, 3e-4], seeds=[0, 1, 2]),
+                 batch_size=64, seq_len=32, lrs=[3e-5, 1e-4, 3e-4], seeds=[0, 1, 2], nfes=[4, 8, 16, 32]),
     "quick": dict(pretrain_steps=30, sweep_steps=4, continue_steps=10, checkpoint_every=5, num_samples=16,
-                  batch_size=8, seq_len=16, lrs=[1e-3], seeds=[0, 1]),
+                  batch_size=8, seq_len=16, lrs=[1e-3], seeds=[0, 1], nfes=[4, 8, 16]),
 }
-NFES = [4, 8, 16, 32]
 DYNAMICS_NFES = [4, 16]
 ARMS = ["init", "baseline", "tokendrift"]
 OBJECTIVE = {"baseline": "diffusion", "tokendrift": "tokendrift"}
@@ -106,7 +106,7 @@ class Study:
             runs = {"init": self.work / f"{backbone}-init"}
             for arm in ("baseline", "tokendrift"):
                 runs[arm] = self.continue_(backbone, arm, lr, seed, self.plan["continue_steps"], f"{backbone}-{arm}-seed{seed}")
-            judged = self.judge(list(runs.values()), NFES, seed, self.work / f"{backbone}-eval-seed{seed}")
+            judged = self.judge(list(runs.values()), self.plan["nfes"], seed, self.work / f"{backbone}-eval-seed{seed}")
             floor = floor or judged["floor"]
             arm_of = {str(path): arm for arm, path in runs.items()}
             per_seed += [{"backbone": backbone, "arm": arm_of[r["source"]], "seed": seed, **_metrics(r)} for r in judged["rows"]]
@@ -155,12 +155,13 @@ def reductions(per_seed: list[dict]) -> list[dict]:
 
 def markdown(result: dict) -> str:
     lines = ["Gen.-PPL (oracle) and sample entropy, mean ± SD over seeds; acceptance is the share of samples the grammar produces.", ""]
-    lines += ["| backbone | arm | " + " | ".join(f"NFE {n}: Gen.-PPL | entropy | acc." for n in NFES) + " |",
-              "|---|---|" + "---:|---:|---:|" * len(NFES)]
+    nfes = result["plan"]["nfes"]
+    lines += ["| backbone | arm | " + " | ".join(f"NFE {n}: Gen.-PPL | entropy | acc." for n in nfes) + " |",
+              "|---|---|" + "---:|---:|---:|" * len(nfes)]
     rows = result["rows"]
     for backbone, arm in dict.fromkeys((r["backbone"], r["arm"]) for r in rows):
         cells = []
-        for n in NFES:
+        for n in nfes:
             r = next((r for r in rows if (r["backbone"], r["arm"], r["nfe"]) == (backbone, arm, n)), None)
             cells += [f"{r['gen_ppl']:.1f} ± {r['gen_ppl_sd']:.1f}", f"{r['entropy']:.3f}", f"{r['acceptance']:.3f}"] if r else ["", "", ""]
         lines.append(f"| {backbone} | {arm} | " + " | ".join(cells) + " |")
@@ -208,7 +209,8 @@ def plots(result: dict, out: Path, suffix: str) -> None:
             mine = [r for r in rows if r["backbone"] == backbone and r["arm"] == arm]
             ax.errorbar([r["nfe"] for r in mine], [r["gen_ppl"] for r in mine], yerr=[r["gen_ppl_sd"] for r in mine], marker="o", label=arm)
         ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="oracle Gen.-PPL", title=backbone.upper())
-        ax.set_xticks(NFES, [str(n) for n in NFES])
+        nfes = sorted({r["nfe"] for r in rows})
+        ax.set_xticks(nfes, [str(n) for n in nfes])
         ax.legend()
     fig.savefig(out / f"genppl_vs_nfe{suffix}.png", dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -43,3 +43,29 @@ def trained_run(tmp_path_factory):
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def interrupted_run(tmp_path_factory):
+    """A train run as a kill after its step-2 checkpoint leaves it: checkpoint-2, metrics of steps
+    1-3, no final model, no results.json. Tests that change it work on a copy."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from tokendrift_cli.cli import app
+
+    out = tmp_path_factory.mktemp("runs") / "interrupted"
+    args = [
+        "train", "--objective", "diffusion", "--init", "none", "--max-steps", "3", "--out", str(out), "--quiet",
+        "--set", "quality.num_samples=0", "--set", "data.num_train=256", "--set", "data.num_valid=32", "--set", "data.seq_len=16",
+        "--set", "optim.batch_size=8", "--set", "optim.warmup_steps=2", "--set", "logging.log_every=1",
+        "--set", "logging.eval_every=0", "--set", "logging.valid_sequences=16", "--set", "logging.save_every=2",
+        "--set", f"data.cache_dir={tmp_path_factory.mktemp('cache')}",
+    ]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    shutil.rmtree(out / "model")
+    shutil.rmtree(out / "checkpoints" / "checkpoint-3")
+    (out / "results.json").unlink()
+    return out

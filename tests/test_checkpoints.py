@@ -123,11 +123,11 @@ def test_train_init_takes_the_backbone_from_the_checkpoint(cli, tmp_path):
     folder = hf_folder(tmp_path / "model", DUO_HF, reference_state_dict(vocab=data_vocab), tokenizer=False)
     out = tmp_path / "run"
     code, stdout, err = cli("train", "--init", str(folder), "--objective", "diffusion", "--max-steps", "1", "--out", str(out), "--json",
-                            *SHORT, "--set", f"data.cache_dir={tmp_path / 'cache'}")
+                            *SHORT, "--set", "data.seq_len=8", "--set", f"data.cache_dir={tmp_path / 'cache'}")
     assert code == 0, err
     assert json.loads(stdout)["backbone"] == "duo"
     code, _, err = cli("train", "--init", str(folder), "--backbone", "mdlm", "--out", str(tmp_path / "r2"), *SHORT,
-                       "--set", f"data.cache_dir={tmp_path / 'cache'}")
+                       "--set", "data.seq_len=8", "--set", f"data.cache_dir={tmp_path / 'cache'}")
     assert code == 2 and error_lines(err) == [f"error: model.backbone: mdlm, but {folder} is a duo checkpoint"], err
 
 

@@ -1,7 +1,12 @@
 """Run directories: atomic writes, the lock, metrics log."""
 
 import json
+import multiprocessing
 import os
+import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -65,3 +70,113 @@ def test_non_main_rank_writes_nothing(tmp_path, monkeypatch):
     run.log_metrics({"step": 1})
     assert not (tmp_path / "run").exists()
     run.close()
+
+
+def test_a_folder_holding_a_run_refuses_a_new_one_unless_resumed(tmp_path):
+    with RunDir(tmp_path / "run") as run:
+        run.write_yaml("spec.yaml", {"command": "train"})  # written first by every command
+    with pytest.raises(InputError, match="holds an unfinished run"):
+        RunDir(tmp_path / "run")
+    RunDir(tmp_path / "run", resume=True).close()
+    with pytest.raises(InputError, match="holds no run to resume"):
+        RunDir(tmp_path / "empty", resume=True)
+
+
+def test_out_naming_a_file_or_an_unwritable_place(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        RunDir(tmp_path / "file")
+    with pytest.raises(InputError, match="cannot write there"):
+        RunDir(tmp_path / "file" / "run")
+
+
+def _contend(path_root: str, trials: int, barrier, counter, guard, overlaps, acquired) -> None:
+    """One of two processes: each trial both wait at the barrier, then race for the same folder."""
+    for trial in range(trials):
+        barrier.wait()
+        try:
+            run = RunDir(os.path.join(path_root, str(trial)))
+        except InputError:
+            run = None
+        if run is not None:
+            with guard:
+                counter.value += 1
+                overlaps.value += counter.value > 1
+                acquired[trial] += 1
+            time.sleep(0.002)  # hold it a moment, as a run does
+            with guard:
+                counter.value -= 1
+            run.close()
+        barrier.wait()
+
+
+def test_two_processes_released_together_never_both_hold_the_lock(tmp_path):
+    trials = 200
+    ctx = multiprocessing.get_context("fork")
+    barrier, guard = ctx.Barrier(2), ctx.Lock()
+    counter, overlaps = ctx.Value("i", 0), ctx.Value("i", 0)
+    acquired = ctx.Array("i", trials)
+    procs = [ctx.Process(target=_contend, args=(str(tmp_path), trials, barrier, counter, guard, overlaps, acquired)) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    assert overlaps.value == 0
+    assert all(count >= 1 for count in acquired)  # every race had a winner
+
+
+def test_atomic_writes_get_the_umask_mode(tmp_path):
+    from tokendrift_cli.runs import FILE_MODE
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    with open(tmp_path / "plain.txt", "w") as f:  # what every other file gets
+        f.write("x")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == FILE_MODE
+
+
+def test_files_of_a_run_keep_the_umask_mode_end_to_end(tmp_path):
+    """A real process under umask 027: every file it writes is 0640 (mkstemp alone would give 0600)."""
+    out = tmp_path / "trap"
+    (tmp_path / "joint.json").write_text('{"I like": 0.5, "he likes": 0.5}')
+    done = subprocess.run(
+        [sys.executable, "-m", "tokendrift_cli", "marginal-trap", "--joint", str(tmp_path / "joint.json"), "--out", str(out), "--quiet"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=lambda: os.umask(0o027),
+    )
+    assert done.returncode == 0, done.stderr
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert {"spec.yaml", "results.json", "trap.json", "validity.png"} <= set(modes)
+    assert set(modes.values()) == {0o640}, modes
+
+
+def test_trained_run_files_all_have_the_umask_mode(trained_run):
+    from tokendrift_cli.runs import FILE_MODE
+
+    files = [p for p in trained_run.rglob("*") if p.is_file()]
+    assert any(p.name == "model.safetensors" for p in files)  # safetensors writes 0600 on its own
+    assert {p.relative_to(trained_run).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+            if stat.S_IMODE(p.stat().st_mode) != FILE_MODE} == {}
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+    from tokendrift_cli.runs import to_json
+
+    strict = {"parse_constant": lambda name: pytest.fail(f"bare {name} in JSON")}
+    assert json.loads(to_json({"loss": float("nan"), "ppl": [float("inf"), 1.5]}), **strict) == {"loss": None, "ppl": [None, 1.5]}
+    with RunDir(tmp_path / "run") as run:
+        run.log_metrics({"step": 1, "loss": float("-inf")})
+        run.write_jsonl("rows.jsonl", [{"x": float("nan")}])
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text(), **strict) == {"step": 1, "loss": None}
+    assert json.loads((tmp_path / "run" / "rows.jsonl").read_text(), **strict) == {"x": None}
+
+
+def test_a_torn_last_metrics_line_is_dropped_and_a_torn_middle_line_named(tmp_path):
+    with RunDir(tmp_path / "run") as run:
+        run.log_metrics({"step": 1, "loss": 1.0})
+        with open(run.file("metrics.jsonl"), "a") as f:
+            f.write('{"step": 2, "lo')  # the process died inside the write
+        assert [r["step"] for r in run.read_metrics()] == [1]
+        with open(run.file("metrics.jsonl"), "a") as f:
+            f.write('\n{"step": 3}\n')
+        with pytest.raises(InputError, match="metrics.jsonl:2: not valid JSON"):
+            run.read_metrics()

@@ -52,7 +52,7 @@ def test_eval_of_a_samples_file_with_the_oracle(cli, tmp_path):
 @pytest.mark.parametrize("content, message", [
     ('{"text": "a"}\nnot json\n', "samples.jsonl:2: not valid JSON"),
     ('{"text": "a"}\n{"txt": "b"}\n', "samples.jsonl:2: expected an object with a string field 'text'"),
-    ('{"text": "a", "ids": ["x"]}\n', "samples.jsonl:1: 'ids' must be a list of integers"),
+    ('{"text": "a", "ids": ["x"]}\n', "samples.jsonl:1: 'ids' must be a non-empty list of integers"),
     ("", "samples.jsonl: no samples"),
 ])
 def test_malformed_samples_name_the_line_and_write_no_results(cli, tmp_path, content, message):

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,6 +227,31 @@ def test_builtin_init_is_pretrained_once_then_read_from_the_cache(cli, tmp_path,
     assert code == 2 and "model.init: 'builtin' is pretrained on the synthetic language" in stderr
 
 
+def test_an_interrupted_builtin_build_starts_over_under_its_lock(cli, tmp_path, monkeypatch):
+    """A build killed before its first checkpoint leaves `<key>.building` with a spec and metrics:
+    the next use builds again there (not refused as someone else's run) and keeps only its own metrics."""
+    from tokendrift_cli.jobs import train
+
+    monkeypatch.setattr(train, "BUILTIN_STEPS", 3)
+    cache = tmp_path / "cache"
+    common = ["--max-steps", "1", "--json", "--set", f"data.cache_dir={cache}", "--set", "data.num_train=128",
+              "--set", "data.num_valid=32", "--set", "data.seq_len=16", "--set", "optim.batch_size=8",
+              "--set", "quality.num_samples=0", "--set", "logging.eval_every=0"]
+    code, stdout, stderr = cli("train", "--out", str(tmp_path / "first"), *common)
+    assert code == 0, stderr
+    init = Path(json.loads(stdout)["init"])
+    building = init.with_name(init.name + ".building")
+    os.rename(init, building)
+    shutil.rmtree(building / "model")
+    (building / "results.json").unlink()
+    (building / "metrics.jsonl").write_text('{"step": 7, "loss": 1.0}\n')
+    code, stdout, stderr = cli("train", "--out", str(tmp_path / "second"), *common)
+    assert code == 0, stderr
+    assert json.loads(stdout)["init"] == str(init) and not building.exists()
+    assert json.loads((init / "results.json").read_text())["steps"] == 3
+    assert all(r["step"] <= 3 for r in _metrics(init))  # the killed build's step-7 line is gone
+
+
 def test_one_and_two_processes_log_the_same_lr_and_losses_for_the_same_global_batch(tmp_path):
     """Warm-up then cosine over 6 steps of 8 sequences: one process accumulating two micro-batches
     of 4, and two processes (torchrun) with 4 each, see the same sequences and noise, so they must
@@ -269,3 +295,59 @@ def test_every_tokendrift_setting_trains_from_a_pretrained_checkpoint(cli, tmp_p
         assert all(math.isfinite(row[k]) for k in ("loss", "drift_loss", "diffusion_loss", "grad_logits_drift"))
         assert ("grad_logits_base" in row) == ("drift.base_loss=true" in setting)
     assert rows[-1]["queue_fill"] == min(16, 4 if "drift.queue_size=4" in setting else 16)
+
+
+def _files(run_dir: Path) -> dict:
+    """Every file of a run but the lock (whose pid each opener rewrites)."""
+    return {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_an_interrupted_run_refuses_a_fresh_train_and_every_other_command(cli, interrupted_run, trained_run):
+    before = _files(interrupted_run)
+    model = ["--model", str(trained_run)]
+    for args in [
+        ["train", *FAST], ["sample", *model, "--nfe", "4", "--num-samples", "2"],
+        ["eval", *model, "--nfe", "4", "--num-samples", "4"], ["probe", *model, "--num-masks", "4", "--num-prompts", "2"],
+        ["marginal-trap", "--set", "trap.num_contexts=2"],
+    ]:
+        code, _, err = cli(*args, "--out", str(interrupted_run))
+        assert code == 2 and "holds an unfinished run" in err and "tokendrift train --resume" in err, (args, err)
+    assert _files(interrupted_run) == before
+
+
+def test_resume_refuses_what_would_change_the_run(cli, interrupted_run):
+    before = _files(interrupted_run)
+    for args, message in [
+        (["--max-steps", "1"], "optim.max_steps: 1 is below the checkpoint's step 2"),
+        (["--seed", "8"], "seed: 8 differs from the run's 0"),
+        (["--set", "model.size=small"], "model.size: 'small' differs from the run's 'tiny'"),
+        (["--backbone", "duo"], "model.backbone: 'duo' differs"),
+        (["--lr", "0.1"], "optim.lr: 0.1 differs"),
+    ]:
+        code, _, err = cli("train", "--resume", str(interrupted_run), *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert _files(interrupted_run) == before  # spec.yaml, metrics and checkpoints as they were
+
+
+def test_a_finished_run_resumes_only_to_more_steps(cli, trained_run):
+    code, _, err = cli("train", "--resume", str(trained_run))
+    assert code == 2 and "the run finished at step 60; raise --max-steps" in err
+
+
+def test_resume_drops_a_torn_metrics_line_and_may_go_further(cli, interrupted_run, tmp_path):
+    """A write torn by the kill, then a resume to 4 steps (the run was to stop at 3): the same losses
+    as an uninterrupted 4-step run, every line strict JSON."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(interrupted_run, run_dir)
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "lo')
+    code, _, err = cli("train", "--resume", str(run_dir), "--max-steps", "4", "--quiet")
+    assert code == 0, err
+    reference = tmp_path / "reference"
+    spec = run_dir / "spec.yaml"
+    assert cli("train", "--spec", str(spec), "--max-steps", "4", "--out", str(reference), "--quiet")[0] == 0
+    strict = {"parse_constant": lambda name: pytest.fail(f"bare {name}")}
+    got = [json.loads(line, **strict) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    assert [r["loss"] for r in got] == [r["loss"] for r in _metrics(reference)]
+    assert json.loads((run_dir / "results.json").read_text())["resumed_from"] == 2

@@ -12,12 +12,49 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from tokendrift_cli.errors import InputError, JobError, SpecError
 from tokendrift_cli.ui import UI
 
+# Typer raises Click's exceptions (from its own copy of Click in recent versions); BadParameter,
+# which every version exports, leads to the base class of them all.
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _App(TyperGroup):
+    """Every invocation, the entry point's or a test's in-process one: the libraries' chatter is
+    quieted, and Click's usage errors (unknown option, not a number) are one `error:` line like
+    every other error, not a boxed usage text."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        _quiet_libraries()
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as err:
+            if type(err).__name__ != "NoArgsIsHelpError":  # `tokendrift` alone: the help is printed already
+                command = err.ctx.command_path if getattr(err, "ctx", None) else "tokendrift"
+                UI().error(f"{command}: {' '.join(err.format_message().split())} (see {command} --help)")
+            sys.exit(err.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _quiet_libraries() -> None:
+    # Our output is the tables and the JSON; progress bars and warnings of the libraries are noise.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 app = typer.Typer(
+    cls=_App,
     name="tokendrift",
     help="Train, sample, evaluate and probe discrete diffusion language models (MDLM, DUO) with TokenDrift.",
     no_args_is_help=True,
@@ -25,11 +62,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _path(value: str) -> Path:
+    if not value.strip():  # Path("") is the current folder: never what an empty value meant
+        raise typer.BadParameter("empty path")
+    return Path(value)
+
+
 # Options every command shares. Named options of a command map onto dotted spec fields.
 Preset = Annotated[Optional[str], typer.Option("--preset", help="Start from a shipped preset (see `tokendrift presets`).")]
-SpecFile = Annotated[Optional[Path], typer.Option("--spec", help="Start from a spec file (YAML or JSON), e.g. runs/x/spec.yaml.")]
+SpecFile = Annotated[Optional[Path], typer.Option("--spec", parser=_path, help="Start from a spec file (YAML or JSON), e.g. runs/x/spec.yaml.")]
 Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec field: dotted.key=value (repeatable; wins over everything).")]
-Out = Annotated[Optional[Path], typer.Option("--out", help="Run directory (default: runs/<command>-<timestamp>).")]
+Out = Annotated[Optional[Path], typer.Option("--out", parser=_path, help="Run directory (default: runs/<command>-<timestamp>).")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed of the run.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the final result as one JSON object on stdout, nothing else.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print no progress or tables.")]
@@ -56,6 +100,8 @@ def _execute(
         spec = load_spec(command, preset=preset, spec_file=spec_file, options=options, overrides=overrides)
         job = _job_module(command)
         with RunDir(out or default_run_path(command), resume=resume) as run:
+            if resume:  # before spec.yaml is rewritten: a refused resume leaves the run as it was
+                job.check_resume(spec, run)
             run.write_yaml("spec.yaml", spec_to_dict(spec))
             result = job.run(spec, run, ui)
             result = {"run_dir": str(run.path), **result}
@@ -99,7 +145,7 @@ def train(
     max_steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sequences per optimiser step (global).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Resume the run in this directory from its latest checkpoint.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(parser=_path, help="Resume the run in this directory from its latest checkpoint.")] = None,
     preset: Preset = None,
     spec: SpecFile = None,
     set_: Overrides = None,
@@ -271,13 +317,6 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 def main() -> None:
-    # Quiet the libraries' own chatter; our output is the tables and the JSON.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
     app(prog_name="tokendrift")
 
 

@@ -15,3 +15,8 @@ class SpecError(InputError):
 
 class JobError(Exception):
     """The job itself failed. Exit code 1."""
+
+
+def first_line(err: BaseException) -> str:
+    """A library's exception in a few words, for the one line an error gets (messages can run to pages)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

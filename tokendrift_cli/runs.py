@@ -4,38 +4,65 @@ Layout of a run directory:
     spec.yaml       the fully resolved, validated spec (written before work starts)
     metrics.jsonl   one JSON object per logged step
     results.json    the final result (what --json prints)
-    .lock           held while a run writes here
+    .lock           locked (flock) while a run writes here; it holds the writer's pid
+
+A folder that holds a run (its spec.yaml or results.json) belongs to that run: only `train --resume`
+opens it again.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import yaml
 
-from tokendrift_cli.errors import InputError
+from tokendrift_cli.errors import InputError, JobError, first_line
+
+# The mode open() gives a new file under the process's umask (mkstemp would leave 0600). The umask
+# can only be read by setting it, so it is read once, before any thread could create a file.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A write that fails (full disk, read-only or vanished folder) fails the job, naming the path.
+    torch.save reports such failures as RuntimeError, safetensors as its own SafetensorError."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
+        raise JobError(f"cannot write {path}: {reason}") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, rename: readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), FILE_MODE)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -43,15 +70,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return json.dumps(_plain(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
-def _json_default(obj: Any) -> Any:
+def _json_line(obj: Any) -> str:
+    return json.dumps(_plain(obj), allow_nan=False) + "\n"
+
+
+def _plain(obj: Any) -> Any:
+    """Strict JSON values: paths as text, numpy / torch values as numbers or lists, and NaN or
+    infinity (a diverged loss) as null, since bare NaN is not JSON and breaks strict readers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _plain(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(value) for value in obj]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+        return _plain(obj.tolist())
+    return obj
 
 
 def default_run_path(command: str, root: str | os.PathLike = "runs") -> Path:
@@ -76,28 +115,46 @@ class RunDir:
         self.path = Path(path)
         self.resume = resume  # the job continues what this directory holds (train --resume)
         self.is_main = is_main_process()
+        self._lock: int | None = None
         if not self.is_main:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = self.path / ".lock"
+        option = "--resume" if resume else "--out"
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{option} {self.path}: is a file, not a folder")
         try:
-            fd = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            owner = self._lock.read_text().strip() or "?"
-            if _pid_alive(owner):
-                raise InputError(f"--out {self.path}: another run (pid {owner}) is writing there") from None
-            # The previous owner died (e.g. SIGKILL); its lock is stale.
-            self._lock.unlink(missing_ok=True)
-            fd = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        if not resume and (self.path / "results.json").exists():
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / ".lock", os.O_CREAT | os.O_RDWR, 0o666)
+        except OSError as err:
+            raise InputError(f"{option} {self.path}: cannot write there ({err.strerror})") from None
+        # flock, not "create the file if absent": the kernel releases it when its holder dies (so no
+        # lock is ever stale) and grants it to one process at a time, with no window between
+        # creating the file and writing the pid. The file stays, so every holder locks one inode.
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise InputError(f"{option} {self.path}: another run (pid {owner}) is writing there") from None
+        self._lock = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        holds_run = self.file("spec.yaml").exists() or self.file("results.json").exists()
+        if holds_run != resume:
             self.close()
-            raise InputError(f"--out {self.path}: holds a finished run; choose another directory")
+            if resume:
+                raise InputError(f"--resume {self.path}: holds no run to resume (no spec.yaml)")
+            if self.file("results.json").exists():
+                raise InputError(f"--out {self.path}: holds a finished run; choose another folder")
+            raise InputError(
+                f"--out {self.path}: holds an unfinished run; choose another folder "
+                f"(a train run continues with `tokendrift train --resume {self.path}`)"
+            )
 
     def close(self) -> None:
-        if self.is_main:
-            self._lock.unlink(missing_ok=True)
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> "RunDir":
         return self
@@ -120,7 +177,7 @@ class RunDir:
         return self.write_text(name, yaml.safe_dump(obj, sort_keys=False))
 
     def write_jsonl(self, name: str, rows: Iterable[dict]) -> Path:
-        return self.write_text(name, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
+        return self.write_text(name, "".join(_json_line(r) for r in rows))
 
     def save_figure(self, name: str, fig: Any) -> Path:
         """Save a matplotlib figure as PNG, atomically, and close it."""
@@ -139,8 +196,8 @@ class RunDir:
         """Append one JSON line; a line is written whole with one write() and fsynced."""
         if not self.is_main:
             return
-        line = (json.dumps(row, default=_json_default) + "\n").encode("utf-8")
-        with open(self.file("metrics.jsonl"), "ab") as f:
+        line = _json_line(row).encode("utf-8")
+        with writing(self.file("metrics.jsonl")), open(self.file("metrics.jsonl"), "ab") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
@@ -154,14 +211,15 @@ class RunDir:
         path = self.file("metrics.jsonl")
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _pid_alive(pid_text: str) -> bool:
-    try:
-        os.kill(int(pid_text), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines):  # torn by a crash mid-write: logged after the last checkpoint, so logged again
+                    break
+                raise InputError(f"{path}:{number}: not valid JSON") from None
+        return rows

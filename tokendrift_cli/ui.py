@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 
 class UI:
@@ -20,7 +22,7 @@ class UI:
         self.json_mode = json_mode
         self.quiet = quiet
         self.console = Console(stderr=json_mode, quiet=quiet)
-        self.errors = Console(stderr=True, soft_wrap=True)  # one problem, one line
+        self.errors = Console(stderr=True, soft_wrap=True, emoji=False)  # one problem, one line
 
     @contextmanager
     def progress(self) -> Iterator[Progress]:
@@ -40,11 +42,12 @@ class UI:
 
     def table(self, title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
         columns = list(columns or (rows[0].keys() if rows else []))
-        table = Table(title=title)
+        # Text, not str: a path or a sample with "[...]" in it is shown as is, not read as Rich markup.
+        table = Table(title=Text(title))
         for name in columns:
-            table.add_column(name, justify="right" if rows and _is_number(rows[0].get(name)) else "left")
+            table.add_column(Text(name), justify="right" if rows and _is_number(rows[0].get(name)) else "left")
         for row in rows:
-            table.add_row(*(_format(row.get(name)) for name in columns))
+            table.add_row(*(Text(_format(row.get(name))) for name in columns))
         self.console.print(table)
 
     def print_json(self, obj: Any) -> None:
@@ -58,7 +61,8 @@ class UI:
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def error(self, message: str) -> None:
-        self.errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        """One line on stderr; the message may quote user input (a path with "[/x]"), so it is escaped."""
+        self.errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
 
 
 def _is_number(value: Any) -> bool:

@@ -6,16 +6,14 @@ import json
 from pathlib import Path
 
 from tokendrift_cli.errors import InputError
+from tokendrift_cli.files import read_user_text
 
 
 def read_jsonl(path: str | Path, field: str, what: str, option: str) -> list[tuple[int, dict]]:
     """(line number, object) for each non-empty line; each object must hold a string `field`.
-    `what` names the rows in the 'no rows' error, `option` the spec field in 'file not found'."""
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"{option}: {path}: file not found")
+    `what` names the rows in the 'no rows' error, `option` the spec field that named the file."""
     rows = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_user_text(path, option).splitlines(), start=1):
         if not line.strip():
             continue
         try:

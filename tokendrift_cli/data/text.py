@@ -9,18 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokendrift_cli.data.jsonl import read_jsonl
-from tokendrift_cli.errors import InputError
+from tokendrift_cli.errors import InputError, first_line
+from tokendrift_cli.files import read_user_text
 from tokendrift_cli.spec.data import DataSpec
 
 
-def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
-    """A .txt file holds one document per non-empty line; a .jsonl file one {text_field: ...} object per line."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        return [row[text_field] for _, row in read_jsonl(path, text_field, "documents", "data.source")]
-    if not path.is_file():
-        raise InputError(f"data.source: {path}: file not found")
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_documents(path: str | Path, option: str, text_field: str = "text") -> list[str]:
+    """A .txt file holds one document per non-empty line; a .jsonl file one {text_field: ...} object per line.
+    `option` is the spec field that named the file."""
+    if Path(path).suffix == ".jsonl":
+        return [row[text_field] for _, row in read_jsonl(path, text_field, "documents", option)]
+    documents = [line for line in read_user_text(path, option).splitlines() if line.strip()]
+    if not documents:
+        raise InputError(f"{path}: no documents")
+    return documents
 
 
 def wrap(token_lists: list[list[int]], eos_id: int, seq_len: int) -> list[list[int]]:
@@ -33,15 +35,25 @@ def load_text_dataset(spec: DataSpec, seed: int):
     from datasets import Dataset, DatasetDict, load_dataset
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer or "gpt2")
+    name = spec.tokenizer or "gpt2"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as err:  # neither a local folder nor on the hub (or offline)
+        raise InputError(f"data.tokenizer: cannot load '{name}' ({first_line(err)})") from None
     if tokenizer.eos_token_id is None:
-        raise InputError(f"data.tokenizer: {spec.tokenizer} has no EOS token to separate documents")
+        raise InputError(f"data.tokenizer: {name} has no EOS token to separate documents")
     paths = [p.strip() for p in spec.source.split(",")]
     if all(p.endswith((".txt", ".jsonl")) for p in paths):
-        documents = [doc for p in paths for doc in read_documents(p, spec.text_field)]
+        documents = [doc for p in paths for doc in read_documents(p, "data.source", spec.text_field)]
         raw = DatasetDict({"train": Dataset.from_dict({spec.text_field: documents})})
     else:
-        raw = load_dataset(spec.source)
+        try:
+            raw = load_dataset(spec.source)
+        except (OSError, ValueError) as err:  # an empty or unknown folder, an unknown hub name, offline
+            raise InputError(f"data.source: cannot load '{spec.source}' ({first_line(err)})") from None
+        for split_name, split in raw.items():
+            if spec.text_field not in split.column_names:
+                raise InputError(f"data.text_field: '{spec.text_field}' is not a column of {spec.source} {split_name} ({', '.join(split.column_names)})")
 
     def tokenize_and_wrap(batch: dict) -> dict:
         ids = tokenizer(batch[spec.text_field], add_special_tokens=False)["input_ids"]

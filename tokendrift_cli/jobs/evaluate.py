@@ -21,7 +21,7 @@ from tokendrift_cli.metrics.judging import judge_name
 from tokendrift_cli.metrics.text_stats import ngram_jsd, sample_entropy
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import RunDir
-from tokendrift_cli.spec import EvalSpec, TrainSpec, read_spec_file
+from tokendrift_cli.spec import EvalSpec, ModelFacts, TrainSpec, check_against_model, read_spec_file, recorded_section
 from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.ui import UI
 
@@ -37,11 +37,11 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
     rows: list[dict] = []
     floor = None
     if spec.samples:
-        samples = read_samples(spec.samples)
-        language = _language_if_synthetic(samples.texts)
+        samples, language = read_samples(spec.samples)
         rows.append({"source": spec.samples, "nfe": None, **_score(samples, language, spec, None)})
     for reference in spec.models or ([] if spec.samples else [latest_train_run()]):
         model, tokenizer, process = load_for_sampling(reference, spec.weights)
+        check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
         language = _language_for_model(reference, tokenizer)
         val_ppl = _val_ppl(reference, model, process, language, spec) if "val_ppl" in evaluation.metrics else None
         for nfe in evaluation.nfe:
@@ -67,16 +67,28 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
     return {"rows": rows, "floor": floor, "plot": str(plot) if plot else None}
 
 
-def read_samples(path: str) -> Samples:
-    """samples.jsonl: one object a line with a string `text` and optional integer list `ids`."""
-    texts, ids = [], []
+def read_samples(path: str) -> tuple[Samples, SyntheticLanguage | None]:
+    """samples.jsonl: one object a line with a non-empty string `text` and optional `ids`, the
+    token ids of the text, all of one length. Returns the samples and their language, if synthetic."""
+    texts, ids, lines = [], [], []
     for number, row in read_jsonl(path, "text", "samples", "samples"):
         row_ids = row.get("ids")
-        if row_ids is not None and not (isinstance(row_ids, list) and all(isinstance(i, int) for i in row_ids)):
-            raise InputError(f"{path}:{number}: 'ids' must be a list of integers")
+        if not row["text"].strip():
+            raise InputError(f"{path}:{number}: 'text' is empty")
+        if row_ids is not None and not (
+            isinstance(row_ids, list) and row_ids and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in row_ids)
+        ):
+            raise InputError(f"{path}:{number}: 'ids' must be a non-empty list of integers ≥ 0")
+        if row_ids is not None and ids and ids[0] is not None and len(row_ids) != len(ids[0]):
+            raise InputError(f"{path}:{number}: {len(row_ids)} ids where line {lines[0]} has {len(ids[0])}; samples of one file have one length")
         texts.append(row["text"])
         ids.append(row_ids)
-    return Samples(texts, ids if all(i is not None for i in ids) else None)
+        lines.append(number)
+    language = _language_if_synthetic(texts)
+    for number, row_ids in zip(lines, ids):
+        if language is not None and row_ids is not None and max(row_ids) >= language.num_data_tokens:
+            raise InputError(f"{path}:{number}: id {max(row_ids)} is outside the synthetic language's {language.num_data_tokens} tokens")
+    return Samples(texts, ids if all(i is not None for i in ids) else None), language
 
 
 def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec, seq_len: int | None) -> dict:
@@ -130,15 +142,14 @@ def _run_data(reference: str) -> tuple[DataSpec, int] | None:
     path = Path(reference) / "spec.yaml"
     if not path.is_file():
         return None
-    run_spec = read_spec_file(path)
-    return DataSpec.model_validate(run_spec.get("data", {})), run_spec.get("seed", TrainSpec.model_fields["seed"].default)
+    return recorded_section(path, "data", DataSpec), read_spec_file(path).get("seed", TrainSpec.model_fields["seed"].default)
 
 
 def _reference_texts(path: str | None, language: SyntheticLanguage | None, count: int, seq_len: int | None, seed: int) -> list[str] | None:
     if path:
         from tokendrift_cli.data.text import read_documents
 
-        return read_documents(path)
+        return read_documents(path, "evaluation.reference")
     if language is not None:
         length = seq_len or 32
         return [language.decode(row) for row in language.sample(max(count, 256), length, seed + 2).tolist()]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,10 +17,11 @@ from rich.markup import escape
 
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.errors import InputError
+from tokendrift_cli.files import read_user_text
 from tokendrift_cli.metrics.trap import JointTable, Validity, joint_from_language, parse_joint
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import RunDir
-from tokendrift_cli.spec import TrapCommandSpec
+from tokendrift_cli.spec import ModelFacts, TrapCommandSpec, check_against_model
 from tokendrift_cli.ui import UI
 
 
@@ -43,11 +43,8 @@ def run(spec: TrapCommandSpec, run: RunDir, ui: UI) -> dict:
 
 
 def _joint_file(path: str, num_samples: int, rng: np.random.Generator, run: RunDir) -> dict:
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"trap.joint: {path}: file not found")
     try:
-        data = json.loads(file.read_text())
+        data = json.loads(read_user_text(path, "trap.joint"))
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
     table = parse_joint(data, path)
@@ -92,6 +89,7 @@ def _model(spec: TrapCommandSpec, rng: np.random.Generator, run: RunDir, ui: UI)
     trap = spec.trap
     reference = trap.model or latest_train_run()
     model = load_denoiser(reference, weights=trap.weights).eval()
+    check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
     language = SyntheticLanguage()
     if model.config.mask_token_id is None:
         raise InputError(f"trap.model: {reference} is a {model.config.backbone} backbone; model mode needs a masked one")

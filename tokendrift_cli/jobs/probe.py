@@ -17,11 +17,12 @@ import torch
 
 from tokendrift_cli.data.jsonl import read_jsonl
 from tokendrift_cli.errors import InputError
+from tokendrift_cli.files import read_user_text
 from tokendrift_cli.metrics.probe_stats import PositionStats, categorize, collapse_onset, entropy
 from tokendrift_cli.models.adapters import MaskedLMAdapter, load_adapter
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import RunDir
-from tokendrift_cli.spec import ProbeCommandSpec
+from tokendrift_cli.spec import ModelFacts, ProbeCommandSpec, check_against_model
 from tokendrift_cli.ui import UI
 
 
@@ -35,6 +36,8 @@ def run(spec: ProbeCommandSpec, run: RunDir, ui: UI) -> dict:
     else:
         model_ref = probe.model
     adapter = load_adapter(probe, model_ref)
+    longest = max(len(adapter.tokenize_prompt(p["prompt"])) for p in prompts)
+    check_against_model(spec, ModelFacts(adapter.length, adapter.vocab_size, prompt_tokens=longest))
     result_rows, stats = probe_prompts(adapter, prompts, probe.num_masks, probe.top_k, probe.batch_size, ui)
     run.write_jsonl("per_prompt.jsonl", result_rows)
     positions = stats.rows()
@@ -126,11 +129,8 @@ def read_prompts(path: str) -> list[dict]:
 def prompts_from_lima(path: str, n: int, seed: int) -> list[dict]:
     """The first user turn of n conversations drawn (seeded) from a local LIMA train.jsonl.
     LIMA is gated and non-commercial: its text is read from the user's copy, never shipped."""
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"probe.from_lima: {path}: file not found")
     turns = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_user_text(path, "probe.from_lima").splitlines(), start=1):
         if not line.strip():
             continue
         try:

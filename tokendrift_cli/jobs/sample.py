@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 
 from tokendrift_cli.diffusion import make_process
 from tokendrift_cli.errors import InputError
@@ -14,7 +15,7 @@ from tokendrift_cli.metrics.text_stats import sample_entropy
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for
 from tokendrift_cli.runs import RunDir
-from tokendrift_cli.spec import SampleSpec, read_spec_file
+from tokendrift_cli.spec import ModelFacts, SampleSpec, check_against_model, recorded_section
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.sampling import SamplerSpec
 from tokendrift_cli.ui import UI
@@ -30,6 +31,7 @@ class Generation:
 def run(spec: SampleSpec, run: RunDir, ui: UI) -> dict:
     reference = spec.model or latest_train_run()
     model, tokenizer, process = load_for_sampling(reference, spec.weights)
+    check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
     generation = generate(model, process, spec.sampling, spec.sampling.nfe, spec.seed, ui)
     texts = tokenizer.batch_decode(generation.ids.tolist())
     rows = [
@@ -54,7 +56,7 @@ def run(spec: SampleSpec, run: RunDir, ui: UI) -> dict:
         {k: result[k] for k in ("num_samples", "nfe", "nfe_used_mean", "samples_per_s", "tokens_per_s", "entropy")}
     ])
     for text in texts[:3]:
-        ui.console.print(f"  [dim]›[/] {text}", highlight=False)
+        ui.console.print(f"  [dim]›[/] {escape(text)}", highlight=False)
     return result
 
 
@@ -66,7 +68,7 @@ def load_for_sampling(reference: str, weights: str = "ema", device: torch.device
     diffusion = DiffusionSpec()
     spec_path = Path(reference) / "spec.yaml"
     if spec_path.is_file():  # a train run dir: sample with the process it was trained with
-        diffusion = DiffusionSpec.model_validate(read_spec_file(spec_path).get("diffusion", {}))
+        diffusion = recorded_section(spec_path, "diffusion", DiffusionSpec)
     process = make_process(
         model.config.backbone, diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
     )

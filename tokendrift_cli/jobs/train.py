@@ -26,12 +26,12 @@ from tokendrift_cli.data import load_data
 from tokendrift_cli.data.synthetic import default_cache_dir
 from tokendrift_cli.diffusion import make_process
 from tokendrift_cli.drift import TokenDrift, build_encoder, diffusion_objective
-from tokendrift_cli.errors import InputError
+from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser, load_denoiser
-from tokendrift_cli.runs import RunDir, atomic_write_text, is_main_process, to_json
-from tokendrift_cli.spec import LoggingSpec, QualitySpec, TrainSpec
+from tokendrift_cli.runs import FILE_MODE, RunDir, atomic_write_text, is_main_process, to_json, writing
+from tokendrift_cli.spec import LoggingSpec, ModelFacts, QualitySpec, TrainSpec, check_against_model, load_spec, spec_to_dict
 from tokendrift_cli.spec.model import BUILTIN
 from tokendrift_cli.spec.optim import OptimSpec
 from tokendrift_cli.ui import UI
@@ -60,15 +60,13 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     set_seed(spec.seed)
     micro_batch = _micro_batch_size(spec, accelerator.num_processes)
 
-    checkpoint = _latest_checkpoint(run.path) if run.resume else None
-    if run.resume and checkpoint is None:  # before any costly work
-        raise InputError(f"--resume {run.path}: no checkpoint to resume from")
     if spec.model.init == BUILTIN:
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"init": builtin_checkpoint(spec, ui)})})
     data, tokenizer = load_data(spec.data, seed=spec.seed)
     train_set = data["train"].with_format("torch")
     valid_ids = data["validation"].with_format("torch")[: spec.logging.valid_sequences]["input_ids"]
     model = build_denoiser(spec.model, tokenizer, seq_len=spec.data.seq_len)
+    check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
     process = make_process(
         model.config.backbone, spec.diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
     )
@@ -90,7 +88,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     if spec.logging.trackers:
         accelerator.init_trackers("tokendrift", config=spec.model_dump(mode="json"))
 
-    start_step = _resume(run, checkpoint, accelerator) if checkpoint else 0
+    start_step = _resume(run, accelerator) if run.resume else 0
     stream = _IndexStream(len(train_set), spec.seed)
     tokens_per_step = spec.optim.batch_size * spec.data.seq_len
     last: dict = {}
@@ -237,7 +235,7 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
         objective="diffusion", seed=0, nfe=spec.nfe, data=spec.data,
         model=spec.model.model_copy(update={"init": None, "backbone": backbone}),
         optim=OptimSpec(max_steps=BUILTIN_STEPS, lr=BUILTIN_LR, warmup_steps=50, batch_size=64),
-        logging=LoggingSpec(eval_every=0, save_every=0, log_every=100), quality=QualitySpec(num_samples=0),
+        logging=LoggingSpec(eval_every=0, save_every=500, log_every=100), quality=QualitySpec(num_samples=0),
     )
     recipe_json = json.dumps(recipe.model_dump(mode="json", exclude={"data": {"cache_dir"}}), sort_keys=True)
     key = hashlib.sha256(recipe_json.encode()).hexdigest()[:12]
@@ -245,9 +243,12 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
     if not (folder / "model" / "config.json").is_file():
         ui.note(f"pretraining the builtin {backbone} checkpoint once ({BUILTIN_STEPS} steps) into {folder}")
         building = folder.with_name(folder.name + ".building")
-        with RunDir(building) as pretrain:
-            if pretrain.is_main and (building / CHECKPOINTS).exists():  # an interrupted build: start over
-                shutil.rmtree(building / CHECKPOINTS)
+        held, interrupted = (building / "spec.yaml").is_file(), _latest_checkpoint(building) is not None
+        PartialState().wait_for_everyone()  # every process has looked before the main one writes there
+        with RunDir(building, resume=held) as pretrain:  # its lock keeps two first uses from building at once
+            pretrain.resume = interrupted  # an interrupted build continues from its last checkpoint
+            if held and not interrupted:
+                pretrain.truncate_metrics(last_step=0)
             pretrain.write_yaml("spec.yaml", recipe.model_dump(mode="json"))
             pretrain.write_json("results.json", run(recipe, pretrain, ui))
         if is_main_process():
@@ -315,11 +316,13 @@ def _save_checkpoint(run: RunDir, accelerator: Accelerator, model, ema, tokenize
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with writing(tmp):
+        accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        _save_model(accelerator, model, ema, tokenizer, tmp / "model")
-        atomic_write_text(tmp / "trainer_state.json", to_json({"step": step}))
-        _fsync_tree(tmp)
+        with writing(tmp):
+            _save_model(accelerator, model, ema, tokenizer, tmp / "model")
+            atomic_write_text(tmp / "trainer_state.json", to_json({"step": step}))
+            _fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -334,8 +337,9 @@ def _save_final(run: RunDir, accelerator: Accelerator, model, ema, tokenizer) ->
         tmp = run.path / ".model.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
-        _save_model(accelerator, model, ema, tokenizer, tmp)
-        _fsync_tree(tmp)
+        with writing(tmp):
+            _save_model(accelerator, model, ema, tokenizer, tmp)
+            _fsync_tree(tmp)
         if model_dir.exists():
             shutil.rmtree(model_dir)
         os.replace(tmp, model_dir)
@@ -351,17 +355,59 @@ def _save_model(accelerator: Accelerator, model, ema, tokenizer, folder: Path) -
     tokenizer.save_pretrained(folder)
 
 
-def _resume(run: RunDir, checkpoint: Path, accelerator: Accelerator) -> int:
-    accelerator.load_state(str(checkpoint))
-    step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+# What a resumed run may change: how far it goes, and how it logs and saves. Anything else would
+# make it a different run than the one its spec.yaml, metrics and checkpoints record.
+RESUMABLE_CHANGES = ("optim.max_steps", "logging.")
+
+
+def check_resume(spec: TrainSpec, run: RunDir) -> None:
+    """Refuse a --resume that would not continue the run in `run` (called before its spec.yaml is rewritten)."""
+    recorded = _flat(spec_to_dict(load_spec("train", spec_file=run.file("spec.yaml"))))
+    for key, value in _flat(spec_to_dict(spec)).items():
+        if value != recorded.get(key) and not key.startswith(RESUMABLE_CHANGES):
+            raise InputError(
+                f"{key}: {value!r} differs from the run's {recorded.get(key)!r} ({run.file('spec.yaml')}); "
+                "a resumed run may change only optim.max_steps and logging.*"
+            )
+    checkpoint = _latest_checkpoint(run.path)
+    if checkpoint is None:
+        raise InputError(f"--resume {run.path}: no checkpoint to resume from")
+    step = _step_of(checkpoint)
+    if spec.optim.max_steps < step:
+        raise InputError(f"optim.max_steps: {spec.optim.max_steps} is below the checkpoint's step {step}; a resumed run cannot go back")
+    if spec.optim.max_steps == step and run.file("results.json").exists():
+        raise InputError(f"--resume {run.path}: the run finished at step {step}; raise --max-steps to continue it")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _resume(run: RunDir, accelerator: Accelerator) -> int:
+    checkpoint = _latest_checkpoint(run.path)  # check_resume made sure there is one
+    try:
+        accelerator.load_state(str(checkpoint))
+    except (OSError, RuntimeError, KeyError, ValueError) as err:  # truncated, or saved by another model
+        raise InputError(f"--resume {run.path}: {checkpoint.name} does not load ({first_line(err)})") from None
+    step = _step_of(checkpoint)
     run.truncate_metrics(last_step=step)
     return step
 
 
 def _checkpoints(run_path: Path) -> list[Path]:
     root = run_path / CHECKPOINTS
-    found = [p for p in root.glob("checkpoint-*") if p.is_dir()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    found = [p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()] if root.is_dir() else []
+    return sorted(found, key=_step_of)
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])  # checkpoint-<step>, as _save_checkpoint names it
 
 
 def _latest_checkpoint(run_path: Path) -> Path | None:
@@ -374,6 +420,7 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
+            path.chmod(FILE_MODE)  # safetensors writes 0600; the run's files all get the umask's mode
 
 
 # ---------------------------------------------------------------------------- small helpers

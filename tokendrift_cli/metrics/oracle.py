@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tokendrift_cli.data.synthetic import SyntheticLanguage
+from tokendrift_cli.errors import InputError
 from tokendrift_cli.metrics.text_stats import sample_entropy
 
 
@@ -54,7 +55,7 @@ class OracleJudge:
         """Texts of equal length in words (as samples of one run are); words outside the vocabulary are [UNK]."""
         ids = [self.language.encode(text) for text in texts]
         if len({len(row) for row in ids}) != 1:
-            raise ValueError("oracle judge: texts must have the same number of words")
+            raise InputError(f"samples: the oracle judges texts of one length; these have {min(map(len, ids))} to {max(map(len, ids))} words")
         return self.score_ids(torch.tensor(ids))
 
     def floor(self, seq_len: int, num_samples: int, seed: int) -> dict:

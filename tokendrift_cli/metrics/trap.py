@@ -121,16 +121,19 @@ def parse_joint(data: object, source: str) -> JointTable:
 
     if not isinstance(data, dict) or not data:
         raise InputError(f"{source}: expected a non-empty JSON object of combination → probability")
-    table, arity = {}, None
+    table, keys, arity = {}, {}, None
     for key, value in data.items():
         combo = tuple(str(key).split())
         if arity is None:
             arity = len(combo)
         if len(combo) != arity or arity < 2:
             raise InputError(f"{source}: '{key}': every combination must have the same number of tokens (at least 2)")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise InputError(f"{source}: '{key}': probability must be a non-negative number")
-        table[combo] = float(value)
+        if combo in table:  # keys are split on whitespace: "I like" and "I  like" are one combination
+            raise InputError(f"{source}: '{key}' and '{keys[combo]}' are the same combination")
+        # JSON's NaN and Infinity parse as floats, and NaN slips through every comparison.
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+            raise InputError(f"{source}: '{key}': probability must be a finite non-negative number")
+        table[combo], keys[combo] = float(value), key
     if abs(sum(table.values()) - 1.0) > 1e-6:
         raise InputError(f"{source}: probabilities sum to {sum(table.values()):.6g}, not 1")
     return JointTable(table)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from tokendrift_cli.errors import InputError
+from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.models.loading import DTYPES
 from tokendrift_cli.spec.probe import ProbeSpec
 
@@ -22,10 +22,14 @@ Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class MaskedLMAdapter:
     """`logits(ids, attention_mask)[:, i]` is always the prediction FOR position i."""
 
-    def __init__(self, forward: Forward, tokenizer, mask_id: int, eos_ids: list[int], shift: bool, use_template: bool, name: str):
+    def __init__(
+        self, forward: Forward, tokenizer, mask_id: int, eos_ids: list[int], shift: bool, use_template: bool, name: str,
+        vocab_size: int | None = None, length: int | None = None,
+    ):
         self._forward = forward
         self.tokenizer, self.mask_id, self.eos_ids = tokenizer, mask_id, eos_ids
         self.shift, self.use_template, self.name = shift, use_template, name
+        self.vocab_size, self.length = vocab_size, length  # the model's, where known: the spec is checked against them
 
     def tokenize_prompt(self, text: str) -> list[int]:
         if self.use_template:
@@ -53,7 +57,7 @@ class MaskedLMAdapter:
 
 
 def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
-    from tokendrift_cli.models.loading import describe, is_denoiser, load_denoiser, load_tokenizer_for, locate
+    from tokendrift_cli.models.loading import is_denoiser, load_denoiser, load_tokenizer_for, locate
 
     local = locate(model_ref)
     if is_denoiser(local):  # ours, a released MDLM / DUO (folder or .ckpt): the loader every command uses
@@ -72,7 +76,7 @@ def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
             tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=spec.trust_remote_code)
             model = AutoModel.from_pretrained(local, trust_remote_code=spec.trust_remote_code, dtype=DTYPES[spec.dtype]).eval()
         except (OSError, ValueError) as err:  # the files are here (locate fetched them): a broken or foreign model
-            raise InputError(f"probe.model: {local}: transformers cannot load it ({describe(err)})") from None
+            raise InputError(f"probe.model: {local}: transformers cannot load it ({first_line(err)})") from None
         if torch.cuda.is_available():
             model = model.to("cuda")
         mask_id = spec.mask_id
@@ -82,7 +86,9 @@ def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
     if spec.chat_template == "on" and not has_template:
         raise InputError(f"probe.chat_template: on, but {model_ref}'s tokenizer has no chat template")
     use_template = spec.chat_template == "on" or (spec.chat_template == "auto" and has_template)
-    return MaskedLMAdapter(forward, tokenizer, mask_id, eos_ids, spec.shift, use_template, model_ref)
+    # LLaDA's config names its context max_sequence_length; ours and most others max_position_embeddings.
+    length = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "max_sequence_length", None)
+    return MaskedLMAdapter(forward, tokenizer, mask_id, eos_ids, spec.shift, use_template, model_ref, model.config.vocab_size, length)
 
 
 def _padding_mask_forward(model) -> Forward:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from tokendrift_cli.errors import InputError
+from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.models.convert import DROPPED, config_from_reference, convert_reference_state_dict, strip_prefix
 from tokendrift_cli.models.dit import DiTConfig, DiTModel
 from tokendrift_cli.spec.model import ModelSpec
@@ -115,12 +115,6 @@ def data_vocab_size(tokenizer) -> int:
     return size
 
 
-def describe(err: Exception) -> str:
-    """An exception in one line: its type and the first line of its message."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-
-
 def _download(reference: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
@@ -165,7 +159,7 @@ def _read_weights(weights: Path) -> dict:
             return load_file(weights)
         return torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt or foreign file: what went wrong is in the message
-        raise InputError(f"model: {weights}: cannot read the weights ({type(err).__name__})") from None
+        raise InputError(f"model: {weights}: cannot be read ({first_line(err)})") from None
 
 
 def _agree(found: str | None, requested: str | None, source: Path) -> str:
@@ -178,10 +172,12 @@ def _agree(found: str | None, requested: str | None, source: Path) -> str:
 
 
 def _from_ours(folder: Path) -> DiTModel:
+    from safetensors import SafetensorError
+
     try:
         model, info = DiTModel.from_pretrained(folder, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise InputError(f"model: {folder}: {describe(err)}") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # truncated or corrupt files
+        raise InputError(f"model: {folder}: cannot be read ({first_line(err)})") from None
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         if info.get(kind):  # transformers would only warn and keep random weights
             raise InputError(f"model: {folder}: {kind.replace('_', ' ')}: {info[kind][0]}")
@@ -208,7 +204,7 @@ def _from_lightning(path: Path, requested: str | None, weights: str) -> DiTModel
     try:
         checkpoint = read_checkpoint(path)
     except Exception as err:  # truncated, not a torch file, not a dict: all mean "not a checkpoint"
-        raise InputError(f"model: {path}: not a readable Lightning checkpoint ({describe(err)})") from None
+        raise InputError(f"model: {path}: not a readable Lightning checkpoint ({first_line(err)})") from None
     state_dict = checkpoint.get("state_dict")
     if not isinstance(state_dict, dict):
         raise InputError(f"model: {path}: no 'state_dict' in the checkpoint")

@@ -7,16 +7,19 @@ validated at once; every problem becomes one line naming its dotted field.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, TypeVar, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tokendrift_cli.errors import SpecError
-from tokendrift_cli.spec.base import StrictModel
+from tokendrift_cli.files import read_user_text
+from tokendrift_cli.spec.base import NonEmpty, Seed, StrictModel
 from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.drift import DriftSpec
@@ -36,6 +39,44 @@ class LoggingSpec(StrictModel):
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept on disk")
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="Accelerate trackers")
 
+    @field_validator("trackers")
+    @classmethod
+    def installed(cls, trackers: list[str]) -> list[str]:
+        # Accelerate would drop a missing tracker with a warning and the run would log nowhere.
+        for name in trackers:
+            modules = TRACKER_MODULES[name]
+            if not any(importlib.util.find_spec(module) for module in modules):
+                raise ValueError(f"{name} is not installed (pip install {modules[0]})")
+        return trackers
+
+
+# The modules Accelerate looks for to enable each tracker.
+TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What is known of a model once it is loaded, for the spec checks that need it."""
+
+    length: int | None  # positions the model was trained on (None: not recorded)
+    vocab_size: int | None
+    prompt_tokens: int = 0  # probe: the longest prompt, in tokens
+
+
+def _model_facts(info: ValidationInfo) -> ModelFacts | None:
+    return (info.context or {}).get("model")
+
+
+def _check_sampling(sampling: SamplerSpec, nfes: list[int], nfe_field: str, model: ModelFacts | None) -> None:
+    """A generated sequence fits the model, and the sampler makes at most one call per position."""
+    length = model.length if model else None
+    if sampling.seq_len is not None:
+        if length is not None and sampling.seq_len > length:
+            raise ValueError(f"sampling.seq_len: {sampling.seq_len} is above the model's length ({length})")
+        length = sampling.seq_len
+    if length is not None and max(nfes) > length:
+        raise ValueError(f"{nfe_field}: {max(nfes)} is above the sequence length ({length}); at most one network call per position")
+
 
 class QualitySpec(StrictModel):
     num_samples: int = Field(256, ge=0, description="samples judged at the run's nfe before and after training; 0 skips the report")
@@ -45,7 +86,7 @@ class QualitySpec(StrictModel):
 
 class TrainSpec(StrictModel):
     command: Literal["train"] = "train"
-    seed: int = 0
+    seed: Seed = 0
     objective: Literal["diffusion", "tokendrift"] = Field(
         "tokendrift", description="'diffusion' is the matched continuation baseline; 'tokendrift' the paper's objective"
     )
@@ -65,35 +106,81 @@ class TrainSpec(StrictModel):
                              "give a checkpoint, or 'none' to train from scratch")
         return self
 
+    @model_validator(mode="after")
+    def fits(self, info: ValidationInfo) -> "TrainSpec":
+        if self.nfe > self.data.seq_len:
+            raise ValueError(f"nfe: {self.nfe} is above data.seq_len ({self.data.seq_len}); at most one network call per position")
+        model = _model_facts(info)
+        if model and model.length is not None and self.data.seq_len > model.length:
+            raise ValueError(f"data.seq_len: {self.data.seq_len} is above the length of model.init ({model.length})")
+        return self
+
 
 class SampleSpec(StrictModel):
     command: Literal["sample"] = "sample"
-    seed: int = 0
-    model: Optional[str] = Field(None, description="model folder, hub name, or train run dir; default: the latest train run")
+    seed: Seed = 0
+    model: Optional[NonEmpty] = Field(None, description="model folder, hub name, or train run dir; default: the latest train run")
     weights: Weights = "ema"
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+
+    @model_validator(mode="after")
+    def fits(self, info: ValidationInfo) -> "SampleSpec":
+        _check_sampling(self.sampling, [self.sampling.nfe], "sampling.nfe", _model_facts(info))
+        return self
 
 
 class EvalSpec(StrictModel):
     command: Literal["eval"] = "eval"
-    seed: int = 0
-    samples: Optional[str] = Field(None, description="samples.jsonl to judge (one {'text': ...} per line)")
-    models: list[str] = Field(default_factory=list, description="models or run dirs to sample and judge")
+    seed: Seed = 0
+    samples: Optional[NonEmpty] = Field(None, description="samples.jsonl to judge (one {'text': ...} per line)")
+    models: list[NonEmpty] = Field(default_factory=list, description="models or run dirs to sample and judge")
     weights: Weights = "ema"
     sampling: SamplerSpec = Field(default_factory=SamplerSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 
+    @model_validator(mode="after")
+    def fits(self, info: ValidationInfo) -> "EvalSpec":
+        if self.models or self.samples is None:  # models are sampled (without either: the latest train run)
+            _check_sampling(self.sampling, self.evaluation.nfe, "evaluation.nfe", _model_facts(info))
+        return self
+
 
 class ProbeCommandSpec(StrictModel):
     command: Literal["probe"] = "probe"
-    seed: int = 0
+    seed: Seed = 0
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
+
+    @model_validator(mode="after")
+    def fits(self, info: ValidationInfo) -> "ProbeCommandSpec":
+        model, probe = _model_facts(info), self.probe
+        if model is None:
+            return self
+        if model.length is not None and model.prompt_tokens + probe.num_masks > model.length:
+            raise ValueError(
+                f"probe.num_masks: {probe.num_masks} masks after a {model.prompt_tokens}-token prompt are above the model's length ({model.length})"
+            )
+        if model.vocab_size is None:
+            return self
+        if probe.mask_id is not None and probe.mask_id >= model.vocab_size:
+            raise ValueError(f"probe.mask_id: {probe.mask_id} is outside the model's vocabulary ({model.vocab_size} ids)")
+        if probe.top_k >= model.vocab_size:  # the mask id is never a prediction
+            raise ValueError(f"probe.top_k: {probe.top_k} is above the {model.vocab_size - 1} ids the model can predict")
+        return self
 
 
 class TrapCommandSpec(StrictModel):
     command: Literal["marginal-trap"] = "marginal-trap"
-    seed: int = 0
+    seed: Seed = 0
     trap: TrapSpec = Field(default_factory=TrapSpec)
+
+    @model_validator(mode="after")
+    def fits(self, info: ValidationInfo) -> "TrapCommandSpec":
+        model = _model_facts(info)
+        if model and model.length is not None and self.trap.seq_len > model.length:
+            raise ValueError(f"trap.seq_len: {self.trap.seq_len} is above the model's length ({model.length})")
+        if model and self.trap.top_m >= model.vocab_size:
+            raise ValueError(f"trap.top_m: {self.trap.top_m} is above the {model.vocab_size - 1} ids the model can predict")
+        return self
 
 
 COMMAND_SPECS: dict[str, type[StrictModel]] = {
@@ -105,6 +192,7 @@ COMMAND_SPECS: dict[str, type[StrictModel]] = {
 }
 
 AnySpec = Union[TrainSpec, SampleSpec, EvalSpec, ProbeCommandSpec, TrapCommandSpec]
+Section = TypeVar("Section", bound=StrictModel)
 
 
 # ---------------------------------------------------------------------------- presets
@@ -158,7 +246,12 @@ def load_spec(
         if not sep or not key.strip():
             problems.append(f"--set {item}: expected dotted.key=value")
             continue
-        _set_dotted(merged, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            problems.append(f"--set {item}: the value is not valid YAML")
+            continue
+        _set_dotted(merged, key.strip(), value)
     if problems:
         raise SpecError(problems)
     merged["command"] = command
@@ -168,11 +261,28 @@ def load_spec(
         raise SpecError([_describe(e) for e in err.errors()]) from None
 
 
+def check_against_model(spec: AnySpec, model: ModelFacts) -> None:
+    """Validate `spec` again now that its model is loaded (lengths, NFE, ids against the model's
+    length and vocabulary), so every command checks them the same way; raises SpecError."""
+    try:
+        type(spec).model_validate(spec.model_dump(), context={"model": model})
+    except ValidationError as err:
+        raise SpecError([_describe(e) for e in err.errors()]) from None
+
+
 def read_spec_file(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise SpecError([f"--spec {path}: file not found"])
-    return _parse_mapping(path.read_text(), f"--spec {path}", as_json=path.suffix == ".json")
+    return _parse_mapping(read_user_text(path, "--spec"), str(path), as_json=path.suffix == ".json")
+
+
+def recorded_section(spec_file: Path, section: str, model: type[Section]) -> Section:
+    """One section (diffusion, data) of the spec.yaml a train run recorded, validated alone, so runs
+    whose other sections have since changed still load; an invalid one is one line per problem."""
+    layer = read_spec_file(spec_file).get(section, {})
+    try:
+        return model.model_validate(layer)
+    except ValidationError as err:
+        raise SpecError([f"{spec_file}: {section}.{_describe(e)}" for e in err.errors()]) from None
 
 
 def spec_to_dict(spec: StrictModel) -> dict:
@@ -211,10 +321,14 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 
 def _describe(error: dict) -> str:
-    field = ".".join(str(part) for part in error["loc"]) or "spec"
+    field = ".".join(str(part) for part in error["loc"])
     message = error["msg"]
+    if error["type"] == "value_error":  # our own validators' words, without pydantic's "Value error, "
+        message = str(error["ctx"]["error"])
+        if not field:  # a whole-spec check names its fields itself
+            return message
     if error["type"] == "extra_forbidden":
         message = "unknown field"
     elif "input" in error and not isinstance(error["input"], (dict, list)):
         message += f" (got {error['input']!r})"
-    return f"{field}: {message}"
+    return f"{field or 'spec'}: {message}"

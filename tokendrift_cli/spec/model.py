@@ -4,7 +4,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import Field, field_validator
 
-from tokendrift_cli.spec.base import StrictModel
+from tokendrift_cli.spec.base import NonEmpty, StrictModel
 
 # Which weights of a Lightning .ckpt (MDLM / DUO repositories) a command loads; one field beside
 # each field that names a model.
@@ -21,7 +21,7 @@ class ModelSpec(StrictModel):
         None, description="masked (mdlm) or uniform-state (duo) diffusion; default: the init checkpoint's (it must agree when given), else mdlm"
     )
     size: Literal["tiny", "small"] = Field("tiny", description="DiT size when training from scratch: tiny (CPU) or small (12 layers, 768 hidden, as in the papers)")
-    init: Optional[str] = Field(
+    init: Optional[NonEmpty] = Field(
         BUILTIN,
         description="checkpoint to continue from: 'builtin' (the toolkit's own model of the synthetic language, pretrained "
         "on first use and cached), a hub name (kuleshov-group/mdlm-owt, s-sahoo/duo), local folder, .ckpt file or train "
@@ -34,4 +34,4 @@ class ModelSpec(StrictModel):
     @field_validator("init", mode="before")
     @classmethod
     def _none(cls, value):
-        return None if isinstance(value, str) and value.lower() in ("none", "null", "") else value
+        return None if isinstance(value, str) and value.lower() in ("none", "null") else value

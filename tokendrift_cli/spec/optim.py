@@ -1,16 +1,19 @@
 """Optimisation and training-loop settings."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from tokendrift_cli.spec.base import StrictModel
 
+# AdamW's moment decays, in the range torch checks only once the job has started.
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
 
 class OptimSpec(StrictModel):
     lr: float = Field(3e-5, gt=0, description="peak learning rate (3e-5: the TokenDrift paper's for continual training, App. F; from scratch ~1e-3)")
     weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps (none: training continues a converged checkpoint)")
     schedule: Literal["constant", "cosine"] = "constant"
     max_steps: int = Field(300, ge=1)
