@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tokendrift_cli.data.synthetic import SyntheticLanguage
-from tokendrift_cli.errors import InputError
 from tokendrift_cli.metrics.trap import JointTable, Validity, joint_from_language, parse_joint
 
 

@@ -90,7 +90,6 @@ def test_collapse_onset_recovers_the_injected_one(tokenizer):
 
 def test_prompt_divergence_is_one_bit_for_two_disjoint_prompts(tokenizer):
     def forward(ids, attention):  # prompt "the ..." → 'cat'; anything else → 'dog', at every slot
-        first = ids[:, :1].where(attention[:, :1] > 0, ids[:, -1:])
         starts_the = (ids * attention == 1).any(1)
         target = torch.where(starts_the, WORDS.index("cat"), WORDS.index("dog"))
         return torch.nn.functional.one_hot(target, len(WORDS)).float()[:, None].expand(-1, ids.shape[1], -1).log().clamp(min=-50)

@@ -223,3 +223,11 @@ class RunDir:
                     break
                 raise InputError(f"{path}:{number}: not valid JSON") from None
         return rows
+
+
+def latest_train_run(root: str | os.PathLike = "runs") -> str:
+    """The newest train run that finished with a model, for commands given no --model."""
+    finished = sorted(Path(root).glob("train-*/model/config.json"), key=lambda p: p.stat().st_mtime)
+    if not finished:
+        raise InputError(f"model: not given and no finished train run under {root}/; run `tokendrift train` first or pass --model")
+    return str(finished[-1].parent.parent)

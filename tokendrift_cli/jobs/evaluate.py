@@ -16,11 +16,11 @@ import torch
 from tokendrift_cli.data.jsonl import read_jsonl
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.errors import InputError
-from tokendrift_cli.jobs.sample import generate, latest_train_run, load_for_sampling
+from tokendrift_cli.generation import generate, load_for_sampling
 from tokendrift_cli.metrics.judging import judge_name
 from tokendrift_cli.metrics.text_stats import ngram_jsd, sample_entropy
 from tokendrift_cli.plots import subplots
-from tokendrift_cli.runs import RunDir
+from tokendrift_cli.runs import RunDir, latest_train_run
 from tokendrift_cli.spec import EvalSpec, ModelFacts, TrainSpec, check_against_model, read_spec_file, recorded_section
 from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.ui import UI

@@ -20,7 +20,7 @@ from tokendrift_cli.errors import InputError
 from tokendrift_cli.files import read_user_text
 from tokendrift_cli.metrics.trap import JointTable, Validity, joint_from_language, parse_joint
 from tokendrift_cli.plots import subplots
-from tokendrift_cli.runs import RunDir
+from tokendrift_cli.runs import RunDir, latest_train_run
 from tokendrift_cli.spec import ModelFacts, TrapCommandSpec, check_against_model
 from tokendrift_cli.ui import UI
 
@@ -83,7 +83,6 @@ def _exact(spec: TrapCommandSpec, rng: np.random.Generator, run: RunDir) -> dict
 
 
 def _model(spec: TrapCommandSpec, rng: np.random.Generator, run: RunDir, ui: UI) -> dict:
-    from tokendrift_cli.jobs.sample import latest_train_run
     from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for
 
     trap = spec.trap

@@ -21,7 +21,7 @@ from tokendrift_cli.files import read_user_text
 from tokendrift_cli.metrics.probe_stats import PositionStats, categorize, collapse_onset, entropy
 from tokendrift_cli.models.adapters import MaskedLMAdapter, load_adapter
 from tokendrift_cli.plots import subplots
-from tokendrift_cli.runs import RunDir
+from tokendrift_cli.runs import RunDir, latest_train_run
 from tokendrift_cli.spec import ModelFacts, ProbeCommandSpec, check_against_model
 from tokendrift_cli.ui import UI
 
@@ -29,12 +29,7 @@ from tokendrift_cli.ui import UI
 def run(spec: ProbeCommandSpec, run: RunDir, ui: UI) -> dict:
     probe = spec.probe
     prompts = _load_prompts(spec)
-    if probe.model is None:
-        from tokendrift_cli.jobs.sample import latest_train_run
-
-        model_ref = latest_train_run()
-    else:
-        model_ref = probe.model
+    model_ref = probe.model or latest_train_run()
     adapter = load_adapter(probe, model_ref)
     longest = max(len(adapter.tokenize_prompt(p["prompt"])) for p in prompts)
     check_against_model(spec, ModelFacts(adapter.length, adapter.vocab_size, prompt_tokens=longest))

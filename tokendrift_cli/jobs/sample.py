@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from pathlib import Path
-
-import torch
 from rich.markup import escape
 
-from tokendrift_cli.diffusion import make_process
-from tokendrift_cli.errors import InputError
+from tokendrift_cli.generation import generate, load_for_sampling
 from tokendrift_cli.metrics.text_stats import sample_entropy
-from tokendrift_cli.models.dit import as_denoiser
-from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for
-from tokendrift_cli.runs import RunDir
-from tokendrift_cli.spec import ModelFacts, SampleSpec, check_against_model, recorded_section
-from tokendrift_cli.spec.diffusion import DiffusionSpec
-from tokendrift_cli.spec.sampling import SamplerSpec
+from tokendrift_cli.runs import RunDir, latest_train_run
+from tokendrift_cli.spec import ModelFacts, SampleSpec, check_against_model
 from tokendrift_cli.ui import UI
-
-
-@dataclass
-class Generation:
-    ids: torch.Tensor  # [num_samples, seq_len]
-    nfe_used: torch.Tensor  # [num_samples] network calls each sequence took
-    seconds: float
 
 
 def run(spec: SampleSpec, run: RunDir, ui: UI) -> dict:
@@ -58,48 +41,3 @@ def run(spec: SampleSpec, run: RunDir, ui: UI) -> dict:
     for text in texts[:3]:
         ui.console.print(f"  [dim]›[/] {escape(text)}", highlight=False)
     return result
-
-
-def load_for_sampling(reference: str, weights: str = "ema", device: torch.device | None = None):
-    """The denoiser, its tokenizer and its diffusion process (with the training run's settings if known)."""
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_denoiser(reference, weights=weights).to(device).eval()
-    tokenizer = load_tokenizer_for(reference)
-    diffusion = DiffusionSpec()
-    spec_path = Path(reference) / "spec.yaml"
-    if spec_path.is_file():  # a train run dir: sample with the process it was trained with
-        diffusion = recorded_section(spec_path, "diffusion", DiffusionSpec)
-    process = make_process(
-        model.config.backbone, diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
-    )
-    return model, tokenizer, process
-
-
-@torch.no_grad()
-def generate(model, process, sampling: SamplerSpec, nfe: int, seed: int, ui: UI) -> Generation:
-    """`sampling.num_samples` sequences of `nfe` calls each, in batches, one seeded generator for the whole run."""
-    device = next(model.parameters()).device
-    seq_len = sampling.seq_len or model.config.max_position_embeddings
-    generator = torch.Generator(device=device).manual_seed(seed)
-    all_ids, all_nfe = [], []
-    started = time.perf_counter()
-    with ui.progress() as progress:
-        task = progress.add_task(f"sample NFE {nfe}", total=sampling.num_samples, info="")
-        for start in range(0, sampling.num_samples, sampling.batch_size):
-            batch = min(sampling.batch_size, sampling.num_samples - start)
-            ids, nfe_used = process.sample(
-                as_denoiser(model), batch, seq_len, nfe, generator,
-                temperature=sampling.temperature, top_p=sampling.top_p, cache=sampling.cache,
-            )
-            all_ids.append(ids.cpu())
-            all_nfe.append(torch.as_tensor(nfe_used).expand(batch).cpu())
-            progress.update(task, advance=batch)
-    return Generation(torch.cat(all_ids), torch.cat(all_nfe), time.perf_counter() - started)
-
-
-def latest_train_run(root: str | Path = "runs") -> str:
-    """The newest train run that finished with a model, for commands given no --model."""
-    finished = sorted(Path(root).glob("train-*/model/config.json"), key=lambda p: p.stat().st_mtime)
-    if not finished:
-        raise InputError(f"model: not given and no finished train run under {root}/; run `tokendrift train` first or pass --model")
-    return str(finished[-1].parent.parent)

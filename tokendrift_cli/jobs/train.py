@@ -202,7 +202,7 @@ def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, accelerator: 
     weights: EMA when on), drawn with the same seed and judged alike: the oracle on the
     synthetic language, else quality.judge."""
     from tokendrift_cli.data.synthetic import SyntheticLanguage
-    from tokendrift_cli.jobs.sample import generate
+    from tokendrift_cli.generation import generate
     from tokendrift_cli.metrics.judging import judge_ids
     from tokendrift_cli.spec.sampling import SamplerSpec
 

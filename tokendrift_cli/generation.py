@@ -1,0 +1,62 @@
+"""Sampling a saved denoiser: load it with the diffusion process it was trained with, then draw
+fixed-NFE batches with that process's sampler. Used by sample, eval and train's quality report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tokendrift_cli.diffusion import make_process
+from tokendrift_cli.models.dit import as_denoiser
+from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for
+from tokendrift_cli.spec import recorded_section
+from tokendrift_cli.spec.diffusion import DiffusionSpec
+from tokendrift_cli.spec.sampling import SamplerSpec
+from tokendrift_cli.ui import UI
+
+
+@dataclass
+class Generation:
+    ids: torch.Tensor  # [num_samples, seq_len]
+    nfe_used: torch.Tensor  # [num_samples] network calls each sequence took
+    seconds: float
+
+
+def load_for_sampling(reference: str, weights: str = "ema", device: torch.device | None = None):
+    """The denoiser, its tokenizer and its diffusion process (with the training run's settings if known)."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_denoiser(reference, weights=weights).to(device).eval()
+    tokenizer = load_tokenizer_for(reference)
+    diffusion = DiffusionSpec()
+    spec_path = Path(reference) / "spec.yaml"
+    if spec_path.is_file():  # a train run dir: sample with the process it was trained with
+        diffusion = recorded_section(spec_path, "diffusion", DiffusionSpec)
+    process = make_process(
+        model.config.backbone, diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
+    )
+    return model, tokenizer, process
+
+
+@torch.no_grad()
+def generate(model, process, sampling: SamplerSpec, nfe: int, seed: int, ui: UI) -> Generation:
+    """`sampling.num_samples` sequences of `nfe` calls each, in batches, one seeded generator for the whole run."""
+    device = next(model.parameters()).device
+    seq_len = sampling.seq_len or model.config.max_position_embeddings
+    generator = torch.Generator(device=device).manual_seed(seed)
+    all_ids, all_nfe = [], []
+    started = time.perf_counter()
+    with ui.progress() as progress:
+        task = progress.add_task(f"sample NFE {nfe}", total=sampling.num_samples, info="")
+        for start in range(0, sampling.num_samples, sampling.batch_size):
+            batch = min(sampling.batch_size, sampling.num_samples - start)
+            ids, nfe_used = process.sample(
+                as_denoiser(model), batch, seq_len, nfe, generator,
+                temperature=sampling.temperature, top_p=sampling.top_p, cache=sampling.cache,
+            )
+            all_ids.append(ids.cpu())
+            all_nfe.append(torch.as_tensor(nfe_used).expand(batch).cpu())
+            progress.update(task, advance=batch)
+    return Generation(torch.cat(all_ids), torch.cat(all_nfe), time.perf_counter() - started)
