@@ -24,8 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Keys that measure time or name where things were written: they differ between any two runs.
-VOLATILE = ("seconds", "_per_s", "run_dir", "path", "plot", "model", "init", "source", "elapsed", "started")
+# Keys that measure time: they differ between any two runs. Paths are kept, relative to the work folder.
+VOLATILE = ("seconds", "_per_s")
 SMALL = ["--set", "data.num_train=256", "--set", "data.num_valid=32", "--set", "data.seq_len=16", "--set", "optim.batch_size=8",
          "--set", "logging.log_every=1", "--set", "logging.eval_every=3", "--set", "logging.valid_sequences=16",
          "--set", "quality.num_samples=16"]
@@ -53,12 +53,14 @@ def commands(work: Path) -> dict[str, list[str]]:
     }
 
 
-def stable(value):
-    """`value` without its volatile keys, recursively."""
+def stable(value, work: Path):
+    """`value` without its volatile keys and with paths under `work` written from $WORK, recursively."""
     if isinstance(value, dict):
-        return {k: stable(v) for k, v in value.items() if not any(mark in k for mark in VOLATILE)}
+        return {k: stable(v, work) for k, v in value.items() if not any(mark in k for mark in VOLATILE)}
     if isinstance(value, list):
-        return [stable(v) for v in value]
+        return [stable(v, work) for v in value]
+    if isinstance(value, str):
+        return value.replace(str(work), "$WORK")
     return value
 
 
@@ -71,10 +73,10 @@ def collect(work: Path) -> dict:
                               capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
         if done.returncode != 0:
             sys.exit(f"{name} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-        record = {"results": stable(json.loads((out / "results.json").read_text()))}
+        record = {"results": stable(json.loads((out / "results.json").read_text()), work)}
         for extra in ("metrics.jsonl", "samples.jsonl"):
             if (out / extra).is_file():
-                record[extra] = [stable(json.loads(line)) for line in (out / extra).read_text().splitlines()]
+                record[extra] = [stable(json.loads(line), work) for line in (out / extra).read_text().splitlines()]
         outputs[name] = record
     return outputs
 
