@@ -11,7 +11,8 @@ import time
 import pytest
 
 from tokendrift_cli.errors import InputError
-from tokendrift_cli.runs import RunDir, atomic_write_text
+from tokendrift_cli.runs import FILE_MODE, Run, RunDir, atomic_write_text, model_folder, train_run
+from tokendrift_cli.spec.diffusion import DiffusionSpec
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
@@ -180,3 +181,44 @@ def test_a_torn_last_metrics_line_is_dropped_and_a_torn_middle_line_named(tmp_pa
             f.write('\n{"step": 3}\n')
         with pytest.raises(InputError, match="metrics.jsonl:2: not valid JSON"):
             run.read_metrics()
+
+
+def test_a_runs_checkpoints_are_listed_by_step_and_its_model_found(tmp_path):
+    """checkpoint-10 comes after checkpoint-2 (by step, not by name); a checkpoint still being
+    written (its temporary name) or a stray folder is not one; without a final model the latest
+    checkpoint's model stands in, and a plain folder is its own model."""
+    run = Run(tmp_path / "run")
+    for name in ("checkpoint-2", "checkpoint-10", ".checkpoint-12.tmp", "checkpoint-x"):
+        (run.path / "checkpoints" / name / "model").mkdir(parents=True)
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-2", "checkpoint-10"]
+    assert run.step_of(run.latest_checkpoint()) == 10 and run.checkpoint_path(10) == run.latest_checkpoint()
+    assert run.model_dir() == run.path / "checkpoints" / "checkpoint-10" / "model"
+    (run.path / "model").mkdir()
+    (run.path / "model" / "config.json").write_text("{}")
+    assert run.model_dir() == run.path / "model" and model_folder(str(run.path)) == run.path / "model"
+    assert model_folder(str(tmp_path / "plain")) is None
+    (tmp_path / "plain").mkdir()
+    assert model_folder(str(tmp_path / "plain")) == tmp_path / "plain"
+    assert train_run(str(run.path)) is None  # no spec.yaml: a folder, not a train run
+    (run.path / "spec.yaml").write_text("command: train\nseed: 7\ndiffusion:\n  eps: 0.01\n")
+    assert train_run(str(run.path)).recorded_seed() == 7
+    assert train_run(str(run.path)).recorded("diffusion", DiffusionSpec).eps == 0.01
+
+
+def test_a_staged_folder_is_published_whole_and_old_checkpoints_pruned(tmp_path):
+    with RunDir(tmp_path / "run") as run:
+        for step in (1, 2, 3):
+            final = run.checkpoint_path(step)
+            tmp = run.staging(final)
+            tmp.mkdir(parents=True)
+            (tmp / "weights").write_bytes(b"x" * step)
+            os.chmod(tmp / "weights", 0o600)  # as safetensors leaves its files
+            assert not final.exists()  # readers never see it before it is whole
+            run.publish(tmp, final)
+            run.prune_checkpoints(keep=2)
+        assert [p.name for p in run.checkpoints()] == ["checkpoint-2", "checkpoint-3"]
+        weights = run.checkpoint_path(3) / "weights"
+        assert weights.read_bytes() == b"xxx" and stat.S_IMODE(weights.stat().st_mode) == FILE_MODE
+        leftover = run.staging(run.checkpoint_path(4))
+        leftover.mkdir()
+        assert not run.staging(run.checkpoint_path(4)).exists()  # what a crash left is cleared

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from tokendrift_cli.diffusion import make_process
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for
-from tokendrift_cli.spec import recorded_section
+from tokendrift_cli.runs import train_run
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.sampling import SamplerSpec
 from tokendrift_cli.ui import UI
@@ -30,10 +29,8 @@ def load_for_sampling(reference: str, weights: str = "ema", device: torch.device
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_denoiser(reference, weights=weights).to(device).eval()
     tokenizer = load_tokenizer_for(reference)
-    diffusion = DiffusionSpec()
-    spec_path = Path(reference) / "spec.yaml"
-    if spec_path.is_file():  # a train run dir: sample with the process it was trained with
-        diffusion = recorded_section(spec_path, "diffusion", DiffusionSpec)
+    run = train_run(reference)  # a train run samples with the process it was trained with
+    diffusion = run.recorded("diffusion", DiffusionSpec) if run else DiffusionSpec()
     process = make_process(
         model.config.backbone, diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
     )

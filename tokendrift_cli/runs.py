@@ -1,10 +1,13 @@
-"""Run directories: everything a run writes, written atomically, one writer at a time.
+"""Run directories: their layout, read by `Run`, and written by `RunDir`: atomically, one writer at a time.
 
 Layout of a run directory:
     spec.yaml       the fully resolved, validated spec (written before work starts)
     metrics.jsonl   one JSON object per logged step
     results.json    the final result (what --json prints)
     .lock           locked (flock) while a run writes here; it holds the writer's pid
+  train runs also:
+    checkpoints/checkpoint-<step>/   Accelerate state, trainer_state.json, and model/
+    model/          the final weights (EMA when on) and tokenizer, a save_pretrained folder
 
 A folder that holds a run (its spec.yaml or results.json) belongs to that run: only `train --resume`
 opens it again.
@@ -16,15 +19,21 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, TypeVar
 
 import yaml
 
 from tokendrift_cli.errors import InputError, JobError, first_line
+from tokendrift_cli.spec import TrainSpec, read_spec_file, recorded_section
+from tokendrift_cli.spec.base import StrictModel
+
+SPEC, METRICS, RESULTS, MODEL, CHECKPOINTS = "spec.yaml", "metrics.jsonl", "results.json", "model", "checkpoints"
+Section = TypeVar("Section", bound=StrictModel)
 
 # The mode open() gives a new file under the process's umask (mkstemp would leave 0600). The umask
 # can only be read by setting it, so it is read once, before any thread could create a file.
@@ -103,7 +112,90 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-class RunDir:
+class Run:
+    """A run directory's layout, read: what it holds, its checkpoints, its model, its recorded spec."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def holds_run(self) -> bool:
+        return self.file(SPEC).exists() or self.file(RESULTS).exists()
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.path / CHECKPOINTS / f"checkpoint-{step}"
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (one being written has a temporary name)."""
+        root = self.path / CHECKPOINTS
+        found = [p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()] if root.is_dir() else []
+        return sorted(found, key=self.step_of)
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    @staticmethod
+    def step_of(checkpoint: Path) -> int:
+        return int(checkpoint.name.split("-")[-1])
+
+    def model_dir(self) -> Path | None:
+        """The run's final model, else its latest checkpoint's (a run still training or killed)."""
+        if (self.file(MODEL) / "config.json").is_file():
+            return self.file(MODEL)
+        latest = self.latest_checkpoint()
+        return latest / MODEL if latest is not None and (latest / MODEL).is_dir() else None
+
+    def recorded(self, section: str, model: type[Section]) -> Section:
+        """One section (diffusion, data) of the spec the run recorded, validated alone."""
+        return recorded_section(self.file(SPEC), section, model)
+
+    def recorded_seed(self) -> int:
+        return read_spec_file(self.file(SPEC)).get("seed", TrainSpec.model_fields["seed"].default)
+
+    def read_metrics(self) -> list[dict]:
+        path = self.file(METRICS)
+        if not path.exists():
+            return []
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines):  # torn by a crash mid-write: logged after the last checkpoint, so logged again
+                    break
+                raise InputError(f"{path}:{number}: not valid JSON") from None
+        return rows
+
+
+def train_run(reference: str) -> Run | None:
+    """The train run that `reference` (a --model / --init value) names, if it is one."""
+    run = Run(reference)
+    return run if run.file(SPEC).is_file() else None
+
+
+def model_folder(reference: str) -> Path | None:
+    """Where a local --model / --init points: a run's model (see Run.model_dir), else the path itself; None if not local."""
+    path = Path(reference)
+    if not path.exists():
+        return None
+    return Run(path).model_dir() or path
+
+
+def latest_train_run(root: str | os.PathLike = "runs") -> str:
+    """The newest train run that finished with a model, for commands given no --model."""
+    finished = sorted(Path(root).glob(f"train-*/{MODEL}/config.json"), key=lambda p: p.stat().st_mtime)
+    if not finished:
+        raise InputError(f"model: not given and no finished train run under {root}/; run `tokendrift train` first or pass --model")
+    return str(finished[-1].parent.parent)
+
+
+class RunDir(Run):
     """A run directory, locked and written by the main process only.
 
     Under several processes every rank holds a RunDir for the same path (to read checkpoints),
@@ -112,7 +204,7 @@ class RunDir:
     """
 
     def __init__(self, path: str | os.PathLike, *, resume: bool = False):
-        self.path = Path(path)
+        super().__init__(path)
         self.resume = resume  # the job continues what this directory holds (train --resume)
         self.is_main = is_main_process()
         self._lock: int | None = None
@@ -138,12 +230,11 @@ class RunDir:
         self._lock = fd
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        holds_run = self.file("spec.yaml").exists() or self.file("results.json").exists()
-        if holds_run != resume:
+        if self.holds_run() != resume:
             self.close()
             if resume:
                 raise InputError(f"--resume {self.path}: holds no run to resume (no spec.yaml)")
-            if self.file("results.json").exists():
+            if self.file(RESULTS).exists():
                 raise InputError(f"--out {self.path}: holds a finished run; choose another folder")
             raise InputError(
                 f"--out {self.path}: holds an unfinished run; choose another folder "
@@ -161,9 +252,6 @@ class RunDir:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def file(self, name: str) -> Path:
-        return self.path / name
 
     def write_text(self, name: str, text: str) -> Path:
         if self.is_main:
@@ -197,7 +285,7 @@ class RunDir:
         if not self.is_main:
             return
         line = _json_line(row).encode("utf-8")
-        with writing(self.file("metrics.jsonl")), open(self.file("metrics.jsonl"), "ab") as f:
+        with writing(self.file(METRICS)), open(self.file(METRICS), "ab") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
@@ -205,29 +293,33 @@ class RunDir:
     def truncate_metrics(self, last_step: int) -> None:
         """Drop lines logged after `last_step` (by a run that died after its last checkpoint)."""
         kept = [row for row in self.read_metrics() if row.get("step", 0) <= last_step]
-        self.write_jsonl("metrics.jsonl", kept)
+        self.write_jsonl(METRICS, kept)
 
-    def read_metrics(self) -> list[dict]:
-        path = self.file("metrics.jsonl")
-        if not path.exists():
-            return []
-        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
-        rows = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                if number == len(lines):  # torn by a crash mid-write: logged after the last checkpoint, so logged again
-                    break
-                raise InputError(f"{path}:{number}: not valid JSON") from None
-        return rows
+    # A folder (a checkpoint, the final model) is written under a temporary name beside where it
+    # goes, then published with one rename: a crash never leaves half of one where readers look.
 
+    def staging(self, final: Path) -> Path:
+        """The temporary name to fill for `final`, emptied of what a crash left there."""
+        tmp = final.with_name(f".{final.name}.tmp")
+        if self.is_main and tmp.exists():
+            shutil.rmtree(tmp)
+        return tmp
 
-def latest_train_run(root: str | os.PathLike = "runs") -> str:
-    """The newest train run that finished with a model, for commands given no --model."""
-    finished = sorted(Path(root).glob("train-*/model/config.json"), key=lambda p: p.stat().st_mtime)
-    if not finished:
-        raise InputError(f"model: not given and no finished train run under {root}/; run `tokendrift train` first or pass --model")
-    return str(finished[-1].parent.parent)
+    def publish(self, tmp: Path, final: Path) -> None:
+        """fsync the filled `tmp`, give its files the umask's mode (safetensors writes 0600), rename it to `final`."""
+        if not self.is_main:
+            return
+        with writing(tmp):
+            for path in tmp.rglob("*"):
+                if path.is_file():
+                    with open(path, "rb") as f:
+                        os.fsync(f.fileno())
+                    path.chmod(FILE_MODE)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+
+    def prune_checkpoints(self, keep: int) -> None:
+        if self.is_main:
+            for old in self.checkpoints()[:-keep]:
+                shutil.rmtree(old)

@@ -20,8 +20,8 @@ from tokendrift_cli.generation import generate, load_for_sampling
 from tokendrift_cli.metrics.judging import judge_name
 from tokendrift_cli.metrics.text_stats import ngram_jsd, sample_entropy
 from tokendrift_cli.plots import subplots
-from tokendrift_cli.runs import RunDir, latest_train_run
-from tokendrift_cli.spec import EvalSpec, ModelFacts, TrainSpec, check_against_model, read_spec_file, recorded_section
+from tokendrift_cli.runs import RunDir, latest_train_run, train_run
+from tokendrift_cli.spec import EvalSpec, ModelFacts, check_against_model
 from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.ui import UI
 
@@ -125,8 +125,8 @@ def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec,
 
 def _language_for_model(reference: str, tokenizer) -> SyntheticLanguage | None:
     """The synthetic language a model was trained on, recognised by its tokenizer's vocabulary."""
-    run_data = _run_data(reference)
-    data = run_data[0] if run_data else DataSpec()
+    run = train_run(reference)
+    data = run.recorded("data", DataSpec) if run else DataSpec()
     language = SyntheticLanguage(p_eos=data.p_eos)
     return language if language.owns(tokenizer) else None
 
@@ -135,14 +135,6 @@ def _language_if_synthetic(texts: list[str]) -> SyntheticLanguage | None:
     language = SyntheticLanguage()
     words = set(language.vocab)
     return language if all(word in words for text in texts for word in text.split()) else None
-
-
-def _run_data(reference: str) -> tuple[DataSpec, int] | None:
-    """A train run dir's data spec and seed: together they fix its train / validation split."""
-    path = Path(reference) / "spec.yaml"
-    if not path.is_file():
-        return None
-    return recorded_section(path, "data", DataSpec), read_spec_file(path).get("seed", TrainSpec.model_fields["seed"].default)
 
 
 def _reference_texts(path: str | None, language: SyntheticLanguage | None, count: int, seq_len: int | None, seed: int) -> list[str] | None:
@@ -161,14 +153,15 @@ def _val_ppl(reference: str, model, process, language: SyntheticLanguage | None,
     from tokendrift_cli.data import load_data
     from tokendrift_cli.models.dit import as_denoiser
 
-    run_data = _run_data(reference)
-    if run_data is None:
-        if language is None:
-            return None  # no known held-out data for a model from elsewhere
-        run_data = DataSpec(seq_len=model.config.max_position_embeddings), spec.seed
-    # The run's own seed: a corpus without a validation split is split by it, and any other
-    # seed would hold out other blocks, some of which the run trained on.
-    data_spec, seed = run_data
+    run = train_run(reference)
+    if run is None and language is None:
+        return None  # no known held-out data for a model from elsewhere
+    # The run's own data and seed: a corpus without a validation split is split by the seed, and
+    # any other seed would hold out other blocks, some of which the run trained on.
+    if run is not None:
+        data_spec, seed = run.recorded("data", DataSpec), run.recorded_seed()
+    else:
+        data_spec, seed = DataSpec(seq_len=model.config.max_position_embeddings), spec.seed
     data, _ = load_data(data_spec, seed=seed)
     valid = data["validation"].with_format("torch")[: spec.evaluation.valid_sequences]["input_ids"]
     device = next(model.parameters()).device

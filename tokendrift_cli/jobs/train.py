@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,13 +29,12 @@ from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser, load_denoiser
-from tokendrift_cli.runs import FILE_MODE, RunDir, atomic_write_text, is_main_process, to_json, writing
+from tokendrift_cli.runs import MODEL, RESULTS, SPEC, Run, RunDir, atomic_write_text, is_main_process, to_json, writing
 from tokendrift_cli.spec import LoggingSpec, ModelFacts, QualitySpec, TrainSpec, check_against_model, load_spec, spec_to_dict
 from tokendrift_cli.spec.model import BUILTIN
 from tokendrift_cli.spec.optim import OptimSpec
 from tokendrift_cli.ui import UI
 
-CHECKPOINTS = "checkpoints"
 # The builtin starting checkpoint's pretraining (diffusion loss, batch 64): about two minutes of
 # a 2-core CPU for the tiny model, and the budget at which its NFE-4 samples are poor enough to improve.
 BUILTIN_STEPS, BUILTIN_LR = 1500, 1e-3
@@ -152,7 +150,7 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
         **{key: last[key] for key in ("loss", "diffusion_loss", "drift_loss", "val_nelbo", "val_ppl") if key in last},
         "init": spec.model.init,
         "model_path": str(model_dir),
-        "checkpoint": str(_latest_checkpoint(run.path)),
+        "checkpoint": str(run.latest_checkpoint()),
     }
     ui.table(f"tokendrift train · {result['backbone']} · {spec.objective}", [
         {"": key, "value": value} for key, value in result.items() if value is not None
@@ -240,17 +238,17 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
     recipe_json = json.dumps(recipe.model_dump(mode="json", exclude={"data": {"cache_dir"}}), sort_keys=True)
     key = hashlib.sha256(recipe_json.encode()).hexdigest()[:12]
     folder = Path(spec.data.cache_dir or default_cache_dir()) / "pretrained" / f"{backbone}-{spec.model.size}-{key}"
-    if not (folder / "model" / "config.json").is_file():
+    if not Run(folder).file(RESULTS).is_file():  # the folder gets its name only when the build is done
         ui.note(f"pretraining the builtin {backbone} checkpoint once ({BUILTIN_STEPS} steps) into {folder}")
         building = folder.with_name(folder.name + ".building")
-        held, interrupted = (building / "spec.yaml").is_file(), _latest_checkpoint(building) is not None
+        held, interrupted = Run(building).holds_run(), Run(building).latest_checkpoint() is not None
         PartialState().wait_for_everyone()  # every process has looked before the main one writes there
         with RunDir(building, resume=held) as pretrain:  # its lock keeps two first uses from building at once
             pretrain.resume = interrupted  # an interrupted build continues from its last checkpoint
             if held and not interrupted:
                 pretrain.truncate_metrics(last_step=0)
-            pretrain.write_yaml("spec.yaml", recipe.model_dump(mode="json"))
-            pretrain.write_json("results.json", run(recipe, pretrain, ui))
+            pretrain.write_yaml(SPEC, recipe.model_dump(mode="json"))
+            pretrain.write_json(RESULTS, run(recipe, pretrain, ui))
         if is_main_process():
             os.replace(building, folder)
         PartialState().wait_for_everyone()
@@ -309,42 +307,30 @@ def _lr_lambda(spec: TrainSpec):
 
 
 def _save_checkpoint(run: RunDir, accelerator: Accelerator, model, ema, tokenizer, step: int, keep: int) -> None:
-    """Write checkpoint-<step> under a temporary name and rename it: a crash never leaves half of one."""
-    root = run.path / CHECKPOINTS
-    final = root / f"checkpoint-{step}"
-    tmp = root / f".checkpoint-{step}.tmp"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    """checkpoint-<step>: every process's Accelerate state, then the model and step from the main one."""
+    final = run.checkpoint_path(step)
+    tmp = run.staging(final)
     accelerator.wait_for_everyone()
     with writing(tmp):
         accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
         with writing(tmp):
-            _save_model(accelerator, model, ema, tokenizer, tmp / "model")
+            _save_model(accelerator, model, ema, tokenizer, tmp / MODEL)
             atomic_write_text(tmp / "trainer_state.json", to_json({"step": step}))
-            _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in _checkpoints(run.path)[:-keep]:
-            shutil.rmtree(old)
+    run.publish(tmp, final)
+    run.prune_checkpoints(keep)
     accelerator.wait_for_everyone()
 
 
 def _save_final(run: RunDir, accelerator: Accelerator, model, ema, tokenizer) -> Path:
-    model_dir = run.path / "model"
+    final = run.file(MODEL)
     if accelerator.is_main_process:
-        tmp = run.path / ".model.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        tmp = run.staging(final)
         with writing(tmp):
             _save_model(accelerator, model, ema, tokenizer, tmp)
-            _fsync_tree(tmp)
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        os.replace(tmp, model_dir)
+        run.publish(tmp, final)
     accelerator.wait_for_everyone()
-    return model_dir
+    return final
 
 
 def _save_model(accelerator: Accelerator, model, ema, tokenizer, folder: Path) -> None:
@@ -362,17 +348,17 @@ RESUMABLE_CHANGES = ("optim.max_steps", "logging.")
 
 def check_resume(spec: TrainSpec, run: RunDir) -> None:
     """Refuse a --resume that would not continue the run in `run` (called before its spec.yaml is rewritten)."""
-    recorded = _flat(spec_to_dict(load_spec("train", spec_file=run.file("spec.yaml"))))
+    recorded = _flat(spec_to_dict(load_spec("train", spec_file=run.file(SPEC))))
     for key, value in _flat(spec_to_dict(spec)).items():
         if value != recorded.get(key) and not key.startswith(RESUMABLE_CHANGES):
             raise InputError(
-                f"{key}: {value!r} differs from the run's {recorded.get(key)!r} ({run.file('spec.yaml')}); "
+                f"{key}: {value!r} differs from the run's {recorded.get(key)!r} ({run.file(SPEC)}); "
                 "a resumed run may change only optim.max_steps and logging.*"
             )
-    checkpoint = _latest_checkpoint(run.path)
+    checkpoint = run.latest_checkpoint()
     if checkpoint is None:
         raise InputError(f"--resume {run.path}: no checkpoint to resume from")
-    step = _step_of(checkpoint)
+    step = run.step_of(checkpoint)
     if spec.optim.max_steps < step:
         raise InputError(f"optim.max_steps: {spec.optim.max_steps} is below the checkpoint's step {step}; a resumed run cannot go back")
     if spec.optim.max_steps == step and run.file("results.json").exists():
@@ -390,37 +376,14 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def _resume(run: RunDir, accelerator: Accelerator) -> int:
-    checkpoint = _latest_checkpoint(run.path)  # check_resume made sure there is one
+    checkpoint = run.latest_checkpoint()  # check_resume made sure there is one
     try:
         accelerator.load_state(str(checkpoint))
     except (OSError, RuntimeError, KeyError, ValueError) as err:  # truncated, or saved by another model
         raise InputError(f"--resume {run.path}: {checkpoint.name} does not load ({first_line(err)})") from None
-    step = _step_of(checkpoint)
+    step = run.step_of(checkpoint)
     run.truncate_metrics(last_step=step)
     return step
-
-
-def _checkpoints(run_path: Path) -> list[Path]:
-    root = run_path / CHECKPOINTS
-    found = [p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()] if root.is_dir() else []
-    return sorted(found, key=_step_of)
-
-
-def _step_of(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("-")[-1])  # checkpoint-<step>, as _save_checkpoint names it
-
-
-def _latest_checkpoint(run_path: Path) -> Path | None:
-    found = _checkpoints(run_path)
-    return found[-1] if found else None
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-            path.chmod(FILE_MODE)  # safetensors writes 0600; the run's files all get the umask's mode
 
 
 # ---------------------------------------------------------------------------- small helpers

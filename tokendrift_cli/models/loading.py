@@ -14,6 +14,7 @@ import torch
 from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.models.convert import DROPPED, config_from_reference, convert_reference_state_dict, strip_prefix
 from tokendrift_cli.models.dit import DiTConfig, DiTModel
+from tokendrift_cli.runs import model_folder
 from tokendrift_cli.spec.model import ModelSpec
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -22,22 +23,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 OFFLINE_HINT = "offline? set HF_HUB_OFFLINE=1 so a missing model fails at once, and give a local folder"
 
 
-def resolve_model_dir(reference: str) -> Path | None:
-    """A local folder holding a model: a train run dir's final model or latest checkpoint, or the folder itself."""
-    path = Path(reference)
-    if not path.exists():
-        return None
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    checkpoints = sorted(path.glob("checkpoints/checkpoint-*/model"), key=lambda p: int(p.parent.name.split("-")[-1]))
-    if checkpoints:
-        return checkpoints[-1]
-    return path
-
-
 def locate(reference: str) -> Path:
-    """Where a model's files are: a local path (see resolve_model_dir), else a hub snapshot."""
-    return resolve_model_dir(reference) or _download(reference)
+    """Where a model's files are: a local path (see runs.model_folder), else a hub snapshot."""
+    return model_folder(reference) or _download(reference)
 
 
 def is_denoiser(path: Path) -> bool:
