@@ -24,6 +24,8 @@ from pathlib import Path
 from reproduce import PLANS as PRETRAIN_PLANS
 from reproduce import tokendrift
 
+from tokendrift_cli.runs import atomic_write_text
+
 SETTINGS = {  # name -> (backbones, --set overrides of the TokenDrift arm); "baseline" is objective diffusion
     "baseline": ("mdlm,duo", None),
     "defaults": ("mdlm,duo", []),  # the paper's: soft lift, feature L2, drift alone, queues 1024, 1:1
@@ -108,29 +110,36 @@ def main() -> None:
     # The learning rate reproduce.py chose on the baseline arm, the same for every setting.
     chosen = json.loads((args.out / f"reproduce{'' if plan['inits'] == 'full' else '-quick'}.json").read_text())["lr"]
     work = args.out / f"ablate-{args.plan}"
-    started = time.perf_counter()
-    rows = []
-    for name in plan["settings"]:
-        backbones, overrides = SETTINGS[name]
-        for backbone in backbones.split(","):
-            init = inits / f"{backbone}-init"
-            if not (init / "model").is_dir():
-                raise SystemExit(f"{init}: no starting checkpoint; run benchmarks/reproduce.py{' --quick' if plan['inits'] == 'quick' else ''} first")
-            for seed in plan["seeds"]:
-                rows += ablate(backbone, name, overrides, init, chosen[backbone], plan, work, seed)
-    rows.sort(key=lambda r: (r["backbone"] != "mdlm", plan["settings"].index(r["setting"]), r["seed"], r["nfe"]))
     suffix = "" if args.plan == "full" else f"-{args.plan}"
+    started = time.perf_counter()
+    rows: list[dict] = []
+    # Seed-major, and the tables rewritten after every setting: an interrupted run leaves complete
+    # tables for the seeds it finished (the next run skips every step that finished).
+    for seed in plan["seeds"]:
+        for name in plan["settings"]:
+            backbones, overrides = SETTINGS[name]
+            for backbone in backbones.split(","):
+                init = inits / f"{backbone}-init"
+                if not (init / "model").is_dir():
+                    raise SystemExit(f"{init}: no starting checkpoint; run benchmarks/reproduce.py{' --quick' if plan['inits'] == 'quick' else ''} first")
+                rows += ablate(backbone, name, overrides, init, chosen[backbone], plan, work, seed)
+            last = name == plan["settings"][-1] and seed == plan["seeds"][-1]
+            write(rows, plan, args, suffix, started, "complete" if last else f"seed {seed}: through {name!r}")
+
+
+def write(rows: list[dict], plan: dict, args: argparse.Namespace, suffix: str, started: float, stage: str) -> None:
+    rows = sorted(rows, key=lambda r: (r["backbone"] != "mdlm", plan["settings"].index(r["setting"]), r["seed"], r["nfe"]))
     result = {
         "rows": rows,
         "plan": {**plan, "name": args.plan},
         "command": "python benchmarks/ablate.py" + ("" if args.plan == "full" else f" --plan {args.plan}"),
+        "stage": stage,
         "seconds": time.perf_counter() - started,
     }
-    (args.out / f"ablate{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out / f"ablate{suffix}.json", json.dumps(result, indent=2) + "\n")
     table = markdown(rows, [int(n) for n in plan["nfes"].split(",")])
-    (args.out / f"ablate{suffix}.md").write_text(table)
-    print(table)
-    print(f"{result['seconds']:.0f} s")
+    atomic_write_text(args.out / f"ablate{suffix}.md", table)
+    print(f"[{result['seconds']:.0f} s] {stage}", flush=True)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def test_reproduce_quick(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     ablation = json.loads((tmp_path / "ablate-quick.json").read_text())
+    assert ablation["stage"] == "complete" and "[" in done.stdout  # a line per setting as its table is written
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from ablate import SETTINGS
 
