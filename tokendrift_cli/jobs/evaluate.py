@@ -17,7 +17,7 @@ from tokendrift_cli.data.jsonl import read_jsonl
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.generation import generate, load_for_sampling
-from tokendrift_cli.metrics.judging import judge_name
+from tokendrift_cli.metrics.judging import gen_ppl, judge_name
 from tokendrift_cli.metrics.text_stats import ngram_jsd, sample_entropy
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import RunDir, latest_train_run, train_run
@@ -95,22 +95,11 @@ def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec,
     evaluation = spec.evaluation
     result: dict = {"num_samples": len(samples.texts)}
     if "genppl" in evaluation.metrics:
-        chosen = judge_name(evaluation.genppl_model, language)
-        result["judge"] = chosen
-        if chosen == "oracle":
-            from tokendrift_cli.metrics.oracle import OracleJudge
-
-            if language is None:
-                raise InputError("evaluation.genppl_model: the oracle judges only the built-in synthetic language")
-            judge = OracleJudge(language, evaluation.oracle_epsilon)
-            scored = judge.score_ids(torch.tensor(samples.ids)) if samples.ids else judge.score_texts(samples.texts)
-            result.update(gen_ppl=scored.gen_ppl, gen_ppl_accepted=scored.gen_ppl_accepted, acceptance=scored.acceptance)
-        else:
-            from tokendrift_cli.metrics.genppl import HFJudge
-
-            judge = HFJudge(chosen, batch_size=evaluation.judge_batch_size, dtype=evaluation.judge_dtype)
-            scored = judge.score(samples.texts, max_length=seq_len)
-            result.update(gen_ppl=scored.gen_ppl, judged_tokens=scored.num_tokens, protocol="duo: retokenize, eos-pad, chunk, first-eos")
+        result.update(gen_ppl(
+            samples.texts, samples.ids, language, evaluation.genppl_model, field="evaluation.genppl_model",
+            oracle_epsilon=evaluation.oracle_epsilon, batch_size=evaluation.judge_batch_size, dtype=evaluation.judge_dtype,
+            max_length=seq_len,
+        ))
     if "entropy" in evaluation.metrics:
         tokens = samples.ids or [text.split() for text in samples.texts]
         result["entropy"] = sample_entropy(tokens)

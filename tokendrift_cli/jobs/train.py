@@ -201,7 +201,8 @@ def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, accelerator: 
     synthetic language, else quality.judge."""
     from tokendrift_cli.data.synthetic import SyntheticLanguage
     from tokendrift_cli.generation import generate
-    from tokendrift_cli.metrics.judging import judge_ids
+    from tokendrift_cli.metrics.judging import gen_ppl
+    from tokendrift_cli.metrics.text_stats import sample_entropy
     from tokendrift_cli.spec.sampling import SamplerSpec
 
     quality: dict = {"nfe": spec.nfe}
@@ -217,9 +218,9 @@ def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, accelerator: 
                 quality[name] = None
                 continue
             ids = generate(load().to(accelerator.device).eval(), process, sampler, spec.nfe, spec.seed, ui).ids.tolist()
-            judged = judge_ids(ids, tokenizer.batch_decode(ids), language, spec.quality.judge)
-            quality["judge"] = judged.pop("judge")
-            quality[name] = judged
+            judged = gen_ppl(tokenizer.batch_decode(ids), ids, language, spec.quality.judge, field="quality.judge", max_length=len(ids[0]))
+            quality["judge"] = judged["judge"]
+            quality[name] = {"gen_ppl": judged["gen_ppl"], "acceptance": judged.get("acceptance"), "entropy": sample_entropy(ids)}
     accelerator.wait_for_everyone()
     return quality
 

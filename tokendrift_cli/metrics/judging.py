@@ -1,4 +1,4 @@
-"""Judging generated samples: Gen.-PPL under the exact oracle or a causal LM, and sample entropy."""
+"""Judging generated samples: Gen.-PPL under the exact oracle (the synthetic language) or a causal LM."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import torch
 
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.errors import InputError
-from tokendrift_cli.metrics.text_stats import sample_entropy
 
 
 def judge_name(requested: str, language: SyntheticLanguage | None) -> str:
@@ -16,23 +15,23 @@ def judge_name(requested: str, language: SyntheticLanguage | None) -> str:
     return requested
 
 
-def judge_ids(
-    ids: list[list[int]], texts: list[str], language: SyntheticLanguage | None, requested: str,
-    oracle_epsilon: float = 1e-3, batch_size: int = 8, dtype: str = "float32",
+def gen_ppl(
+    texts: list[str], ids: list[list[int]] | None, language: SyntheticLanguage | None, requested: str, *, field: str,
+    oracle_epsilon: float = 1e-3, batch_size: int = 8, dtype: str = "float32", max_length: int | None = None,
 ) -> dict:
-    """{judge, gen_ppl, entropy, and acceptance under the oracle} of one sample set."""
+    """{judge, gen_ppl, ...} of one sample set. The oracle scores the sampler's ids when known (else
+    the texts) and adds acceptance; a causal LM scores the texts by DUO's protocol, cut to `max_length`.
+    `field` names the spec field that chose the judge, for the error."""
     name = judge_name(requested, language)
-    result: dict = {"judge": name}
     if name == "oracle":
         from tokendrift_cli.metrics.oracle import OracleJudge
 
         if language is None:
-            raise InputError("judge: the oracle judges only the built-in synthetic language")
-        scored = OracleJudge(language, oracle_epsilon).score_ids(torch.tensor(ids))
-        result.update(gen_ppl=scored.gen_ppl, acceptance=scored.acceptance)
-    else:
-        from tokendrift_cli.metrics.genppl import HFJudge
+            raise InputError(f"{field}: the oracle judges only the built-in synthetic language")
+        judge = OracleJudge(language, oracle_epsilon)
+        scored = judge.score_ids(torch.tensor(ids)) if ids else judge.score_texts(texts)
+        return {"judge": name, "gen_ppl": scored.gen_ppl, "gen_ppl_accepted": scored.gen_ppl_accepted, "acceptance": scored.acceptance}
+    from tokendrift_cli.metrics.genppl import HFJudge
 
-        result["gen_ppl"] = HFJudge(name, batch_size=batch_size, dtype=dtype).score(texts, max_length=len(ids[0])).gen_ppl
-    result["entropy"] = sample_entropy(ids)
-    return result
+    scored = HFJudge(name, batch_size=batch_size, dtype=dtype).score(texts, max_length=max_length)
+    return {"judge": name, "gen_ppl": scored.gen_ppl, "judged_tokens": scored.num_tokens, "protocol": "duo: retokenize, eos-pad, chunk, first-eos"}
