@@ -188,6 +188,11 @@ CASES = [
     ("spec-not-a-mapping", "probe --spec {yaml_list}", 2, "list.yaml: expected a mapping of spec fields, got list"),
     ("run-spec-invalid-sample", "sample --model {bad_run} --nfe 4", 2, "bad-run/spec.yaml: diffusion.eps: Input should be less than 1"),
     ("run-spec-invalid-eval", "eval --model {bad_run} --nfe 4", 2, "bad-run/spec.yaml: diffusion.eps: Input should be less than 1"),
+    # Named options are read off the spec: a choice or a list item is the spec's to refuse, naming the field.
+    ("choice-bad", "train --backbone bogus", 2, "model.backbone: Input should be 'mdlm' or 'duo' (got 'bogus')"),
+    ("csv-not-a-number", "eval --nfe 4,x", 2, "evaluation.nfe.1: Input should be a valid integer"),
+    ("csv-bad-choice", "eval --metrics genppl,bogus", 2, "evaluation.metrics.1: Input should be 'genppl', 'entropy', 'val_ppl' or 'ngram_jsd'"),
+    ("resume-other-out", "train --resume {interrupted} --out {root}/elsewhere", 2, "--resume DIR continues in DIR; drop --out"),
 ]
 
 

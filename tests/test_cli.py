@@ -102,3 +102,89 @@ def test_layers_later_wins(tmp_path):
     assert spec.optim.max_steps == 7  # untouched by later layers
     assert spec.optim.lr == 0.3  # --set over named option over spec file
     assert spec.seed == 0  # an option left unset does not override
+
+
+# Every named option of a command given once, and what the resolved spec must hold: each flag sets
+# its documented field (a probe or trap takes one source at a time, hence three and two cases).
+NAMED_OPTIONS = [
+    ("train", "--backbone duo --init none --objective diffusion --nfe 8 --max-steps 5 --batch-size 4 --lr 0.01 --seed 3",
+     {"model.backbone": "duo", "model.init": None, "objective": "diffusion", "nfe": 8, "optim.max_steps": 5,
+      "optim.batch_size": 4, "optim.lr": 0.01, "seed": 3}),
+    ("sample", "--model m --nfe 8 --num-samples 5 --batch-size 2 --seq-len 16 --temperature 0.5 --top-p 0.9 --seed 3",
+     {"model": "m", "sampling.nfe": 8, "sampling.num_samples": 5, "sampling.batch_size": 2, "sampling.seq_len": 16,
+      "sampling.temperature": 0.5, "sampling.top_p": 0.9, "seed": 3}),
+    ("eval", "--samples s.jsonl --model a --runs b --model c --nfe 4,8 --genppl-model oracle --metrics genppl,entropy --num-samples 5 --seed 3",
+     {"samples": "s.jsonl", "models": ["a", "b", "c"], "evaluation.nfe": [4, 8], "evaluation.genppl_model": "oracle",
+      "evaluation.metrics": ["genppl", "entropy"], "sampling.num_samples": 5, "seed": 3}),
+    ("probe", "--prompt hi --model m --num-masks 4 --top-k 2 --num-prompts 1 --chat-template off --batch-size 2 --dtype bfloat16 --seed 3",
+     {"probe.prompt": "hi", "probe.model": "m", "probe.num_masks": 4, "probe.top_k": 2, "probe.num_prompts": 1,
+      "probe.chat_template": "off", "probe.batch_size": 2, "probe.dtype": "bfloat16", "seed": 3}),
+    ("probe", "--prompts p.jsonl", {"probe.prompts": "p.jsonl"}),
+    ("probe", "--from-lima lima.jsonl", {"probe.from_lima": "lima.jsonl"}),
+    ("marginal-trap", "--mode model --model m --seed 3", {"trap.mode": "model", "trap.model": "m", "seed": 3}),
+    ("marginal-trap", "--joint j.json", {"trap.joint": "j.json"}),
+]
+
+
+@pytest.fixture
+def resolve(cli, tmp_path, monkeypatch):
+    """Run a command with a job that does nothing; returns the spec.yaml it resolved to."""
+    from types import SimpleNamespace
+
+    from tokendrift_cli import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_job_module", lambda command: SimpleNamespace(run=lambda spec, run, ui: {}))
+
+    def invoke(command: str, *args: str) -> dict:
+        out = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
+        code, _, err = cli(command, *args, "--out", str(out), "--quiet")
+        assert code == 0, err
+        return yaml.safe_load((out / "spec.yaml").read_text())
+
+    return invoke
+
+
+def _at(spec: dict, dotted: str):
+    for part in dotted.split("."):
+        spec = spec[part]
+    return spec
+
+
+@pytest.mark.parametrize("command, args, expected", NAMED_OPTIONS)
+def test_each_named_option_sets_its_spec_field(resolve, command, args, expected):
+    spec = resolve(command, *args.split())
+    assert {dotted: _at(spec, dotted) for dotted in expected} == expected
+
+
+@pytest.mark.parametrize("command, args, expected", NAMED_OPTIONS)
+def test_options_left_out_keep_the_spec_files_values(resolve, tmp_path, command, args, expected):
+    """The defaults --help shows are the spec's: a named option not given overrides nothing."""
+    from tokendrift_cli.spec import _set_dotted
+
+    layer: dict = {}
+    for dotted, value in expected.items():
+        _set_dotted(layer, dotted, value)
+    path = tmp_path / "layer.yaml"
+    path.write_text(yaml.safe_dump(layer))
+    spec = resolve(command, "--spec", str(path))
+    assert {dotted: _at(spec, dotted) for dotted in expected} == expected
+
+
+SHARED = {"preset", "spec", "set_", "out", "json", "quiet", "resume", "help"}
+
+
+@pytest.mark.parametrize("command", sorted({case[0] for case in NAMED_OPTIONS}))
+def test_named_options_are_documented_by_their_spec_fields(cli, command):
+    import typer
+
+    from tokendrift_cli.cli import app
+    from tokendrift_cli.spec import spec_field
+
+    named = [p for p in typer.main.get_command(app).commands[command].params if p.name not in SHARED]
+    documented = {dotted for case in NAMED_OPTIONS if case[0] == command for dotted in case[2]}
+    assert {p.name.replace("__", ".") for p in named} == documented  # every named option is tested above
+    _, out, _ = cli(command, "--help")
+    for param in named:
+        field = spec_field(command, param.name.replace("__", "."))
+        assert param.help == field.description
+        assert all(flag in out for flag in param.opts)

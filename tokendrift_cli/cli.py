@@ -6,12 +6,14 @@ Exit codes: 0 success, 1 the job failed, 2 bad usage or invalid input (one line 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import typer
+from pydantic.fields import FieldInfo
 from typer.core import TyperGroup
 from typing_extensions import Annotated
 
@@ -69,41 +71,48 @@ def _path(value: str) -> Path:
     return Path(value)
 
 
-# Options every command shares. Named options of a command map onto dotted spec fields.
+# Options every command shares, besides its spec fields: where the spec starts, where the run goes, how it reports.
 Preset = Annotated[Optional[str], typer.Option("--preset", help="Start from a shipped preset (see `tokendrift presets`).")]
 SpecFile = Annotated[Optional[Path], typer.Option("--spec", parser=_path, help="Start from a spec file (YAML or JSON), e.g. runs/x/spec.yaml.")]
 Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec field: dotted.key=value (repeatable; wins over everything).")]
 Out = Annotated[Optional[Path], typer.Option("--out", parser=_path, help="Run directory (default: runs/<command>-<timestamp>).")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed of the run.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the final result as one JSON object on stdout, nothing else.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print no progress or tables.")]
+Resume = Annotated[Optional[Path], typer.Option("--resume", parser=_path, help="Resume the run in this directory from its latest checkpoint.")]
 
 
 def _execute(
     command: str,
-    *,
-    preset: str | None,
-    spec_file: Path | None,
-    overrides: list[str] | None,
-    out: Path | None,
-    json_mode: bool,
-    quiet: bool,
     options: dict[str, Any],
-    resume: bool = False,
+    *,
+    preset: Preset = None,
+    spec: SpecFile = None,
+    set_: Overrides = None,
+    out: Out = None,
+    json: Json = False,
+    quiet: Quiet = False,
+    resume: Resume = None,
 ) -> None:
     """Resolve the spec, open the run directory, write spec.yaml, run the job, report."""
     from tokendrift_cli.runs import RunDir, default_run_path
     from tokendrift_cli.spec import load_spec, spec_to_dict
 
-    ui = UI(json_mode=json_mode, quiet=quiet)
+    ui = UI(json_mode=json, quiet=quiet)
+    if resume is not None:  # the run goes on in its folder, from its own spec unless another is given
+        if out is not None and out != resume:
+            ui.error("--resume DIR continues in DIR; drop --out or make it the same directory")
+            raise typer.Exit(2)
+        if spec is None and preset is None:
+            spec = resume / "spec.yaml"
+        out = resume
     try:
-        spec = load_spec(command, preset=preset, spec_file=spec_file, options=options, overrides=overrides)
+        resolved = load_spec(command, preset=preset, spec_file=spec, options=options, overrides=set_)
         job = _job_module(command)
-        with RunDir(out or default_run_path(command), resume=resume) as run:
-            if resume:  # before spec.yaml is rewritten: a refused resume leaves the run as it was
-                job.check_resume(spec, run)
-            run.write_yaml("spec.yaml", spec_to_dict(spec))
-            result = job.run(spec, run, ui)
+        with RunDir(out or default_run_path(command), resume=resume is not None) as run:
+            if resume is not None:  # before spec.yaml is rewritten: a refused resume leaves the run as it was
+                job.check_resume(resolved, run)
+            run.write_yaml("spec.yaml", spec_to_dict(resolved))
+            result = job.run(resolved, run, ui)
             result = {"run_dir": str(run.path), **result}
             run.write_json("results.json", result)
     except SpecError as err:
@@ -119,7 +128,7 @@ def _execute(
     except KeyboardInterrupt:
         ui.error("interrupted; completed checkpoints and written files are kept")
         raise typer.Exit(130)
-    if json_mode:
+    if json:
         ui.print_json(result)
 
 
@@ -136,149 +145,100 @@ def _job_module(command: str):
         raise JobError(f"`tokendrift {command}` is not implemented yet") from None
 
 
-@app.command()
-def train(
-    backbone: Annotated[Optional[str], typer.Option(help="Diffusion backbone: mdlm (masked) or duo (uniform-state).")] = None,
-    init: Annotated[Optional[str], typer.Option(help="Checkpoint to continue from: hub name, local folder or train run dir; 'builtin' (default): the toolkit's pretrained tiny model; 'none': from scratch.")] = None,
-    objective: Annotated[Optional[str], typer.Option(help="diffusion (the matched baseline) or tokendrift.")] = None,
-    nfe: Annotated[Optional[int], typer.Option(help="The fixed NFE the run targets: quality before/after is reported at it (drift roll-outs use it too).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Sequences per optimiser step (global).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(parser=_path, help="Resume the run in this directory from its latest checkpoint.")] = None,
-    preset: Preset = None,
-    spec: SpecFile = None,
-    set_: Overrides = None,
-    out: Out = None,
-    seed: Seed = None,
-    json: Json = False,
-    quiet: Quiet = False,
-) -> None:
-    """Train a diffusion LM: plain diffusion loss or the TokenDrift objective."""
-    if resume is not None:
-        if out is not None and Path(out) != resume:
-            UI().error("--resume DIR continues in DIR; drop --out or make it the same directory")
-            raise typer.Exit(2)
-        if spec is None and preset is None:
-            spec = resume / "spec.yaml"
-        out = resume
-    _execute(
-        "train", preset=preset, spec_file=spec, overrides=set_, out=out, json_mode=json, quiet=quiet,
-        resume=resume is not None,
-        options={
-            "seed": seed, "model.backbone": backbone, "model.init": init, "objective": objective,
-            "nfe": nfe, "optim.max_steps": max_steps, "optim.batch_size": batch_size, "optim.lr": lr,
-        },
-    )
+# ---------------------------------------------------------------------------- commands from the specs
+
+# Flags not named after their field: eval's models are given one at a time, as --model or --runs.
+FLAGS = {"models": ("--model", "--runs")}
 
 
-@app.command()
-def sample(
-    model: Annotated[Optional[str], typer.Option(help="Model folder, hub name, or train run dir (default: the latest run under runs/).")] = None,
-    nfe: Annotated[Optional[int], typer.Option(help="Network calls per sequence.")] = None,
-    num_samples: Annotated[Optional[int], typer.Option(help="Number of sequences.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Sequences per batch.")] = None,
-    seq_len: Annotated[Optional[int], typer.Option(help="Tokens per sequence (default: the model's training length).")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Softmax temperature of the denoiser.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass.")] = None,
-    preset: Preset = None,
-    spec: SpecFile = None,
-    set_: Overrides = None,
-    out: Out = None,
-    seed: Seed = None,
-    json: Json = False,
-    quiet: Quiet = False,
-) -> None:
-    """Generate samples at a fixed number of network calls (NFE)."""
-    _execute(
-        "sample", preset=preset, spec_file=spec, overrides=set_, out=out, json_mode=json, quiet=quiet,
-        options={
-            "seed": seed, "model": model, "sampling.nfe": nfe, "sampling.num_samples": num_samples,
-            "sampling.batch_size": batch_size, "sampling.seq_len": seq_len,
-            "sampling.temperature": temperature, "sampling.top_p": top_p,
-        },
-    )
+def _spec_command(command: str, help: str, fields: list[str], *, resumable: bool = False) -> None:
+    """Register `tokendrift <command>`: a named option for each dotted spec field in `fields` (and
+    seed), then the options every command shares (_execute's). Flag, help, type and default of a
+    named option are its field's; every other field is reached with --set."""
+    from tokendrift_cli.spec import spec_field
+
+    named = {dotted.replace(".", "__"): dotted for dotted in [*fields, "seed"]}  # parameter name → field
+    shared = [
+        parameter for name, parameter in inspect.signature(_execute, eval_str=True).parameters.items()
+        if name not in ("command", "options") and (resumable or name != "resume")
+    ]
+
+    def callback(ctx: typer.Context, **values: Any) -> None:
+        options = {}
+        for name, dotted in named.items():
+            value = values.pop(name)
+            if ctx.get_parameter_source(name).name != "DEFAULT":  # left out: the preset's or spec file's value stays
+                options[dotted] = value
+        _execute(command, options, **values)
+
+    callback.__signature__ = inspect.Signature([
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        *(_option(name, dotted, spec_field(command, dotted)) for name, dotted in named.items()),
+        *shared,
+    ])
+    app.command(name=command, help=help)(callback)
 
 
-@app.command(name="eval")
-def eval_(
-    samples: Annotated[Optional[str], typer.Option(help="samples.jsonl to judge (one {'text': ...} per line).")] = None,
-    model: Annotated[Optional[list[str]], typer.Option(help="Model or run dir to sample and judge (repeatable).")] = None,
-    runs: Annotated[Optional[list[str]], typer.Option(help="Train run dirs to compare (repeatable).")] = None,
-    nfe: Annotated[Optional[str], typer.Option(help="Comma-separated NFE sweep, e.g. 4,8,16,32.")] = None,
-    genppl_model: Annotated[Optional[str], typer.Option(help="Judge: a causal LM name/path (gpt2-large) or 'oracle'.")] = None,
-    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated: genppl,entropy,val_ppl,ngram_jsd.")] = None,
-    num_samples: Annotated[Optional[int], typer.Option(help="Samples per model and NFE.")] = None,
-    preset: Preset = None,
-    spec: SpecFile = None,
-    set_: Overrides = None,
-    out: Out = None,
-    seed: Seed = None,
-    json: Json = False,
-    quiet: Quiet = False,
-) -> None:
-    """Judge samples: Gen.-PPL, entropy, validation perplexity, n-gram JSD, NFE sweeps."""
-    models = [*(model or []), *(runs or [])] or None
-    _execute(
-        "eval", preset=preset, spec_file=spec, overrides=set_, out=out, json_mode=json, quiet=quiet,
-        options={
-            "seed": seed, "samples": samples, "models": models, "evaluation.nfe": _csv(nfe),
-            "evaluation.genppl_model": genppl_model, "evaluation.metrics": _csv(metrics),
-            "sampling.num_samples": num_samples,
-        },
-    )
+def _option(name: str, dotted: str, field: FieldInfo) -> inspect.Parameter:
+    """The named option of a field. A choice is read as text, which the spec checks (so its error
+    names the field); a list of names or paths repeats its flag (a path may hold a comma), any other
+    list is one comma-separated value (--nfe 4,8,16)."""
+    if field.description is None:
+        raise TypeError(f"{dotted} has no description for its --help")
+    flags = FLAGS.get(dotted, ("--" + dotted.rsplit(".", 1)[-1].replace("_", "-"),))
+    kind, parser, metavar = _bare(field.annotation), None, None
+    item = _bare(get_args(kind)[0]) if get_origin(kind) is list else None
+    default = field.get_default(call_default_factory=True)
+    if get_origin(kind) is Literal:
+        kind, metavar = str, _choices(kind)
+    elif item is str:
+        kind = list[str]
+    elif item is not None:
+        kind, parser, metavar = str, _csv, (_choices(item) or f"<{item.__name__}>") + ",..."
+        default = ",".join(map(str, default))
+    option = typer.Option(*flags, help=field.description, parser=parser, metavar=metavar, show_default=default is not None)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Optional[kind], option], default=default)
 
 
-@app.command()
-def probe(
-    prompts: Annotated[Optional[str], typer.Option(help="JSONL file, one {'prompt': ...} per line.")] = None,
-    prompt: Annotated[Optional[str], typer.Option(help="A single prompt text.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Masked diffusion model: name, folder or train run dir.")] = None,
-    num_masks: Annotated[Optional[int], typer.Option(help="Mask tokens appended to the prompt.")] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="Predictions kept per masked position.")] = None,
-    num_prompts: Annotated[Optional[int], typer.Option(help="Use at most this many prompts.")] = None,
-    chat_template: Annotated[Optional[str], typer.Option(help="auto, on or off.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Prompts per forward pass.")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="Model dtype: float32, bfloat16 or float16.")] = None,
-    from_lima: Annotated[Optional[str], typer.Option(help="Build the prompts from a local LIMA train.jsonl.")] = None,
-    preset: Preset = None,
-    spec: SpecFile = None,
-    set_: Overrides = None,
-    out: Out = None,
-    seed: Seed = None,
-    json: Json = False,
-    quiet: Quiet = False,
-) -> None:
-    """One forward pass over a prompt plus N masks: top-k per masked position, aggregated."""
-    _execute(
-        "probe", preset=preset, spec_file=spec, overrides=set_, out=out, json_mode=json, quiet=quiet,
-        options={
-            "seed": seed, "probe.prompts": prompts, "probe.prompt": prompt, "probe.model": model,
-            "probe.num_masks": num_masks, "probe.top_k": top_k, "probe.num_prompts": num_prompts,
-            "probe.chat_template": chat_template, "probe.batch_size": batch_size, "probe.dtype": dtype,
-            "probe.from_lima": from_lima,
-        },
-    )
+def _choices(kind: Any) -> str | None:
+    return "[" + "|".join(get_args(kind)) + "]" if get_origin(kind) is Literal else None
 
 
-@app.command(name="marginal-trap")
-def marginal_trap(
-    mode: Annotated[Optional[str], typer.Option(help="exact (the synthetic language's own conditionals) or model.")] = None,
-    joint: Annotated[Optional[str], typer.Option(help='JSON file of a tiny joint, e.g. {"I like": 0.5, "he likes": 0.5}.')] = None,
-    model: Annotated[Optional[str], typer.Option(help="Masked model for --mode model: folder or train run dir.")] = None,
-    preset: Preset = None,
-    spec: SpecFile = None,
-    set_: Overrides = None,
-    out: Out = None,
-    seed: Seed = None,
-    json: Json = False,
-    quiet: Quiet = False,
-) -> None:
-    """How far parallel decoding from per-token marginals is from the joint ("I likes tennis")."""
-    _execute(
-        "marginal-trap", preset=preset, spec_file=spec, overrides=set_, out=out, json_mode=json, quiet=quiet,
-        options={"seed": seed, "trap.mode": mode, "trap.joint": joint, "trap.model": model},
-    )
+def _bare(annotation: Any) -> Any:
+    """The type inside Optional[...] and Annotated[...]."""
+    if get_origin(annotation) is Annotated:
+        return _bare(get_args(annotation)[0])
+    if get_origin(annotation) is Union:
+        return _bare(next(arg for arg in get_args(annotation) if arg is not type(None)))
+    return annotation
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_spec_command(
+    "train", "Train a diffusion LM: plain diffusion loss or the TokenDrift objective.",
+    ["model.backbone", "model.init", "objective", "nfe", "optim.max_steps", "optim.batch_size", "optim.lr"],
+    resumable=True,
+)
+_spec_command(
+    "sample", "Generate samples at a fixed number of network calls (NFE).",
+    ["model", "sampling.nfe", "sampling.num_samples", "sampling.batch_size", "sampling.seq_len", "sampling.temperature", "sampling.top_p"],
+)
+_spec_command(
+    "eval", "Judge samples: Gen.-PPL, entropy, validation perplexity, n-gram JSD, NFE sweeps.",
+    ["samples", "models", "evaluation.nfe", "evaluation.genppl_model", "evaluation.metrics", "sampling.num_samples"],
+)
+_spec_command(
+    "probe", "One forward pass over a prompt plus N masks: top-k per masked position, aggregated.",
+    ["probe.prompts", "probe.prompt", "probe.model", "probe.num_masks", "probe.top_k", "probe.num_prompts",
+     "probe.chat_template", "probe.batch_size", "probe.dtype", "probe.from_lima"],
+)
+_spec_command(
+    "marginal-trap", 'How far parallel decoding from per-token marginals is from the joint ("I likes tennis").',
+    ["trap.mode", "trap.joint", "trap.model"],
+)
 
 
 @app.command()
@@ -310,10 +270,6 @@ def presets(
         raise typer.Exit(2)
     if json:
         ui.print_json(result)
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional, TypeVar, Union
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from tokendrift_cli.errors import SpecError
 from tokendrift_cli.files import read_user_text
@@ -193,6 +194,15 @@ COMMAND_SPECS: dict[str, type[StrictModel]] = {
 
 AnySpec = Union[TrainSpec, SampleSpec, EvalSpec, ProbeCommandSpec, TrapCommandSpec]
 Section = TypeVar("Section", bound=StrictModel)
+
+
+def spec_field(command: str, dotted: str) -> FieldInfo:
+    """The field of `command`'s spec that a dotted key (optim.lr) names."""
+    model = COMMAND_SPECS[command]
+    *sections, name = dotted.split(".")
+    for section in sections:
+        model = model.model_fields[section].annotation
+    return model.model_fields[name]
 
 
 # ---------------------------------------------------------------------------- presets

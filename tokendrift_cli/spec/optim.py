@@ -16,7 +16,7 @@ class OptimSpec(StrictModel):
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps (none: training continues a converged checkpoint)")
     schedule: Literal["constant", "cosine"] = "constant"
-    max_steps: int = Field(300, ge=1)
+    max_steps: int = Field(300, ge=1, description="optimiser steps of the run")
     batch_size: int = Field(64, ge=1, description="sequences per optimiser step, across all processes")
     grad_accum: int = Field(1, ge=1)
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")

@@ -11,7 +11,7 @@ class SamplerSpec(StrictModel):
     """How sequences are drawn, whatever the budget: `sample` adds its NFE (SamplingSpec), `eval`
     sweeps `evaluation.nfe`, so each spec has one NFE field."""
 
-    num_samples: int = Field(64, ge=1, description="sequences to generate")
+    num_samples: int = Field(64, ge=1, description="sequences to generate (eval: for each model and NFE)")
     batch_size: int = Field(64, ge=1, description="sequences per batch")
     seq_len: Optional[int] = Field(None, ge=2, description="tokens per sequence; default: the model's training length")
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the denoiser's prediction")
