@@ -94,7 +94,7 @@ def _execute(
     resume: Resume = None,
 ) -> None:
     """Resolve the spec, open the run directory, write spec.yaml, run the job, report."""
-    from tokendrift_cli.runs import RunDir, default_run_path
+    from tokendrift_cli.runs import RESULTS, SPEC, Run, RunDir, default_run_path
     from tokendrift_cli.spec import load_spec, spec_to_dict
 
     ui = UI(json_mode=json, quiet=quiet)
@@ -103,7 +103,7 @@ def _execute(
             ui.error("--resume DIR continues in DIR; drop --out or make it the same directory")
             raise typer.Exit(2)
         if spec is None and preset is None:
-            spec = resume / "spec.yaml"
+            spec = Run(resume).file(SPEC)
         out = resume
     try:
         resolved = load_spec(command, preset=preset, spec_file=spec, options=options, overrides=set_)
@@ -111,10 +111,10 @@ def _execute(
         with RunDir(out or default_run_path(command), resume=resume is not None) as run:
             if resume is not None:  # before spec.yaml is rewritten: a refused resume leaves the run as it was
                 job.check_resume(resolved, run)
-            run.write_yaml("spec.yaml", spec_to_dict(resolved))
+            run.write_yaml(SPEC, spec_to_dict(resolved))
             result = job.run(resolved, run, ui)
             result = {"run_dir": str(run.path), **result}
-            run.write_json("results.json", result)
+            run.write_json(RESULTS, result)
     except SpecError as err:
         for problem in err.problems:
             ui.error(problem)
