@@ -44,12 +44,13 @@ def measure(kind: str, size: str, steps: int) -> dict:
     from tokendrift_cli.diffusion import make_process
     from tokendrift_cli.drift import TokenDrift, build_encoder, diffusion_objective
     from tokendrift_cli.models.dit import DiTConfig, DiTModel, as_denoiser
+    from tokendrift_cli.models.loading import default_device
     from tokendrift_cli.spec.diffusion import DiffusionSpec
     from tokendrift_cli.spec.drift import DriftSpec
 
     torch.manual_seed(0)
     vocab, batch, seq_len = SHAPES[size]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     model = DiTModel(DiTConfig.from_size(size, vocab_size=vocab, mask_token_id=vocab - 1, max_position_embeddings=seq_len)).to(device)
     process = make_process("mdlm", DiffusionSpec(), vocab, vocab - 1, False)
     generator = torch.Generator(device=device).manual_seed(0)

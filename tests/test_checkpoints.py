@@ -76,7 +76,7 @@ def error_lines(stderr: str) -> list[str]:
 
 def logits(model, sigma=SIGMA):
     with torch.no_grad():
-        return model.eval()(input_ids=IDS, sigma=sigma).double()
+        return model.eval()(input_ids=IDS, sigma=sigma).logits.double()
 
 
 def test_lightning_ckpt_loads_its_ema_weights_by_default_and_raw_on_request(tmp_path):

@@ -1,6 +1,10 @@
 """The DiT denoiser: reference-layout conversion checked against a from-scratch recomputation."""
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,15 +113,16 @@ def test_converted_logits_equal_a_straightforward_recomputation():
     ids = torch.tensor([[1, 4, 10, 2, 7], [3, 3, 0, 9, 10]])
     sigma = torch.tensor([0.3, 2.0])
     expected = recompute_logits(sd, ids, sigma)
-    torch.testing.assert_close(model(input_ids=ids, sigma=sigma).double(), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model(input_ids=ids, sigma=sigma).logits.double(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_time_conditioning_off_feeds_zero_sigma():
     on, sd = converted_model(time_conditioning=True)
     off, _ = converted_model(time_conditioning=False)
     ids = torch.tensor([[1, 2, 3]])
-    assert not torch.allclose(on(input_ids=ids, sigma=torch.tensor([0.5])), on(input_ids=ids, sigma=torch.tensor([2.0])))
-    torch.testing.assert_close(off(input_ids=ids, sigma=torch.tensor([2.0])), on(input_ids=ids, sigma=torch.tensor([0.0])))
+    logits = lambda model, sigma: model(input_ids=ids, sigma=torch.tensor([sigma])).logits  # noqa: E731
+    assert not torch.allclose(logits(on, 0.5), logits(on, 2.0))
+    torch.testing.assert_close(logits(off, 2.0), logits(on, 0.0))
 
 
 def test_one_hot_soft_tokens_equal_ids_and_carry_gradient():
@@ -125,8 +130,8 @@ def test_one_hot_soft_tokens_equal_ids_and_carry_gradient():
     ids = torch.tensor([[1, 4, 10, 2]])
     probs = F.one_hot(ids, V).float().requires_grad_(True)
     sigma = torch.tensor([1.0])
-    torch.testing.assert_close(model(inputs_probs=probs, sigma=sigma), model(input_ids=ids, sigma=sigma))
-    model(inputs_probs=probs, sigma=sigma).logsumexp(-1).sum().backward()
+    torch.testing.assert_close(model(inputs_probs=probs, sigma=sigma).logits, model(input_ids=ids, sigma=sigma).logits)
+    model(inputs_probs=probs, sigma=sigma).logits.logsumexp(-1).sum().backward()
     assert probs.grad is not None and probs.grad.abs().sum() > 0
 
 
@@ -159,8 +164,57 @@ def test_save_pretrained_round_trip(tmp_path):
     assert (tmp_path / "m" / "model.safetensors").is_file()
     again = DiTModel.from_pretrained(tmp_path / "m").eval()
     ids = torch.tensor([[5, 6, 7]])
-    torch.testing.assert_close(again(input_ids=ids, sigma=torch.tensor([0.7])), model(input_ids=ids, sigma=torch.tensor([0.7])))
+    sigma = torch.tensor([0.7])
+    torch.testing.assert_close(again(input_ids=ids, sigma=sigma).logits, model(input_ids=ids, sigma=sigma).logits)
     assert again.config.mask_token_id == V - 1
+
+
+# A folder saved by the DiT of commit 1b051dc (before forward returned a ModelOutput and the Auto
+# classes knew the type): converted_model()'s weights, and that code's outputs beside it.
+SAVED = Path(__file__).parent / "data" / "dit-1b051dc"
+
+
+def test_a_folder_saved_by_the_earlier_code_loads_with_its_outputs_by_every_route():
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+
+    old = load_file(f"{SAVED}.outputs.safetensors")
+    ids, sigma, mask = old["input_ids"], old["sigma"], old["attention_mask"]
+    assert type(AutoConfig.from_pretrained(SAVED)) is DiTConfig
+    assert type(AutoModel.from_pretrained(SAVED)) is DiTModel
+    for model in (AutoModelForMaskedLM.from_pretrained(SAVED), load_denoiser(str(SAVED))):
+        assert type(model) is DiTModel and not model.training
+        out = model(input_ids=ids, sigma=sigma, output_hidden_states=True)
+        torch.testing.assert_close(out.logits, old["logits"])
+        torch.testing.assert_close(model(input_ids=ids, sigma=sigma, attention_mask=mask).logits, old["masked_logits"])
+        # (embeddings, block 1, ..., block N): the states the earlier hidden_states() gave the encoder
+        assert len(out.hidden_states) == LAYERS + 1
+        for i, state in enumerate(out.hidden_states):
+            torch.testing.assert_close(state, old[f"hidden_states.{i}"])
+    assert model(input_ids=ids).hidden_states is None  # only when asked for, as in transformers
+
+
+def test_saving_keeps_the_checkpoint_layout(tmp_path):
+    """Same config.json keys and safetensors names as the earlier code wrote: old and new folders are interchangeable."""
+    from safetensors import safe_open
+
+    DiTModel(DiTConfig.from_pretrained(SAVED)).save_pretrained(tmp_path)
+    names = {}
+    for folder in (SAVED, tmp_path):
+        with safe_open(folder / "model.safetensors", "pt") as f:
+            names[folder] = set(f.keys())
+    assert names[tmp_path] == names[SAVED]
+    config = {folder: json.loads((folder / "config.json").read_text()) for folder in (SAVED, tmp_path)}
+    assert config[tmp_path].keys() == config[SAVED].keys()
+    assert config[tmp_path]["model_type"] == config[SAVED]["model_type"] == DiTConfig.model_type
+
+
+def test_reimporting_the_model_module_registers_its_new_classes_without_error():
+    code = (
+        "import importlib, sys; from transformers import AutoModelForMaskedLM; import tokendrift_cli.models.dit as dit; "
+        "dit = importlib.reload(dit); assert type(AutoModelForMaskedLM.from_pretrained(sys.argv[1])) is dit.DiTModel"
+    )
+    subprocess.run([sys.executable, "-c", code, str(SAVED)], check=True)
 
 
 def test_conversion_names_the_missing_and_unknown_key():
@@ -201,7 +255,7 @@ def test_backbone_copy_encoder_reads_every_block_and_stays_frozen():
     assert len(states) == LAYERS + 1
     # the last block's output is what the model's head reads: the same logits as the model
     c = model.conditioning(None, 1, ids.device)
-    torch.testing.assert_close(model.output_layer(states[-1], c).float(), model(input_ids=ids))
+    torch.testing.assert_close(model.output_layer(states[-1], c).float(), model(input_ids=ids).logits)
     torch.testing.assert_close(encoder(probs), torch.stack([h.mean(1) for h in states[1:]]))  # every block, pooled
     chosen = BackboneCopyEncoder(model, features="layers", layers=(0, -1))(probs)
     torch.testing.assert_close(chosen[0], (probs @ model.get_input_embeddings().embedding).mean(1))

@@ -168,7 +168,7 @@ def test_backbone_copy_encoder_is_frozen_and_reads_the_last_two_blocks():
     encoder = build_encoder(DriftSpec(), model)
     assert not any(p.requires_grad for p in encoder.parameters())
     ids = torch.randint(0, 10, (3, 8))
-    states, _ = model.hidden_states(model.get_input_embeddings()(ids))
+    states = model(input_ids=ids, output_hidden_states=True).hidden_states
     expected = F.normalize(torch.cat([states[-2].mean(1), states[-1].mean(1)], -1), dim=-1)
     torch.testing.assert_close(encoder(ids)[0], expected)
 
@@ -263,7 +263,7 @@ def test_objective_gradient_equals_a_direct_backward_of_the_paper_loss(backbone)
     assert float(stats["drift_loss"]) == pytest.approx(0.5 * float(stats["drift_norm"]) ** 2, rel=1e-5)
 
     model.zero_grad()
-    out = process.loss(lambda x, s: model(input_ids=x, sigma=s) if not x.is_floating_point() else model(inputs_probs=x, sigma=s), x0, torch.Generator().manual_seed(0))
+    out = process.loss(lambda x, s: model(input_ids=x, sigma=s).logits, x0, torch.Generator().manual_seed(0))
     h = objective.encoder(out.log_probs.exp())
     drift = drift_field(h.detach(), objective.encoder(x0), h.detach(), spec.temperatures)
     direct = 0.5 * (h - (h + drift.v).detach()).pow(2).sum(-1).mean()

@@ -200,3 +200,28 @@ def test_llada_gets_the_padding_mask_and_masks_the_padding_itself(tokenizer, tmp
     real = attention.bool()
     torch.testing.assert_close(adapter.logits(ids, attention)[real], adapter.logits(refilled, attention)[real])
     assert not torch.equal(adapter.logits(refilled, torch.ones_like(attention)), adapter.logits(ids, torch.ones_like(attention)))
+
+
+def test_our_dit_goes_through_the_padding_mask_forward_of_any_masked_lm(tokenizer, tmp_path):
+    """A folder of ours: the adapter's logits are what transformers' AutoModelForMaskedLM gives for
+    the same ids and padding mask, the mask id is the model's own, and the padding reaches no real position."""
+    import shutil
+    from pathlib import Path
+
+    from transformers import AutoModelForMaskedLM
+
+    from tokendrift_cli.jobs.probe import _left_pad
+    from tokendrift_cli.models.adapters import load_adapter
+    from tokendrift_cli.spec.probe import ProbeSpec
+
+    folder = tmp_path / "dit"
+    shutil.copytree(Path(__file__).parent / "data" / "dit-1b051dc", folder)  # vocabulary of 11, [MASK] last, as WORDS
+    tokenizer.save_pretrained(folder)
+    adapter = load_adapter(ProbeSpec(chat_template="off"), str(folder))
+    assert adapter.mask_id == MASK
+    ids, attention = _left_pad([adapter.tokenize_prompt(p) for p in ["the cat", "dog runs .", "fish"]], 4, MASK, adapter.pad_id)
+    expected = AutoModelForMaskedLM.from_pretrained(folder)(input_ids=ids, attention_mask=attention).logits
+    torch.testing.assert_close(adapter.logits(ids, attention), expected)
+    refilled = ids.masked_fill(attention == 0, WORDS.index("tree"))
+    real = attention.bool()
+    torch.testing.assert_close(adapter.logits(refilled, attention)[real], expected[real])

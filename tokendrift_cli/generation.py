@@ -10,7 +10,7 @@ import torch
 
 from tokendrift_cli.diffusion import make_process
 from tokendrift_cli.models.dit import as_denoiser
-from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for
+from tokendrift_cli.models.loading import default_device, load_denoiser, load_tokenizer_for
 from tokendrift_cli.runs import train_run
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.sampling import SamplerSpec
@@ -24,10 +24,9 @@ class Generation:
     seconds: float
 
 
-def load_for_sampling(reference: str, weights: str = "ema", device: torch.device | None = None):
+def load_for_sampling(reference: str, weights: str = "ema"):
     """The denoiser, its tokenizer and its diffusion process (with the training run's settings if known)."""
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_denoiser(reference, weights=weights).to(device).eval()
+    model = load_denoiser(reference, weights=weights).to(default_device()).eval()
     tokenizer = load_tokenizer_for(reference)
     run = train_run(reference)  # a train run samples with the process it was trained with
     diffusion = run.recorded("diffusion", DiffusionSpec) if run else DiffusionSpec()

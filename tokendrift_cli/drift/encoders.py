@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokendrift_cli.models.dit import token_inputs
 from tokendrift_cli.spec.drift import DriftSpec
 
 
@@ -70,8 +71,8 @@ class BackboneCopyEncoder(FeatureEncoder):
         self.model = copy.deepcopy(model)
         self.freeze()
 
-    def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.hidden_states(self.model.get_input_embeddings()(tokens), sigma=None)[0]
+    def hidden_states(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model(**token_inputs(tokens), output_hidden_states=True).hidden_states
 
 
 class TransformersEncoder(FeatureEncoder):

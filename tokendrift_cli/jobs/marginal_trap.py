@@ -194,7 +194,7 @@ def _model_decode(model, ids, slots, estimate, scheme: str, n: int, rng: np.rand
 
 
 def _probs(model, ids: torch.Tensor, mask_id: int) -> torch.Tensor:
-    logits = model(input_ids=ids).float()
+    logits = model(input_ids=ids).logits
     logits[..., mask_id] = float("-inf")
     return logits.softmax(-1)
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tokendrift_cli.errors import InputError
-from tokendrift_cli.models.loading import DTYPES, OFFLINE_HINT
+from tokendrift_cli.models.loading import DTYPES, OFFLINE_HINT, default_device
 
 
 @dataclass
@@ -40,7 +40,7 @@ class HFJudge:
             raise InputError(f"evaluation.genppl_model: cannot load judge '{name_or_path}' ({type(err).__name__}); {OFFLINE_HINT}") from None
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device or default_device())
         self.model.to(self.device).eval()
         self.name = name_or_path
         self.batch_size = batch_size

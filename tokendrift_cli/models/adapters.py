@@ -57,16 +57,15 @@ class MaskedLMAdapter:
 
 
 def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
-    from tokendrift_cli.models.loading import is_denoiser, load_denoiser, load_tokenizer_for, locate
+    from tokendrift_cli.models.loading import default_device, is_denoiser, load_denoiser, load_tokenizer_for, locate
 
     local = locate(model_ref)
     if is_denoiser(local):  # ours, a released MDLM / DUO (folder or .ckpt): the loader every command uses
-        model = load_denoiser(model_ref, weights=spec.weights).to(DTYPES[spec.dtype]).eval()
+        model = load_denoiser(model_ref, weights=spec.weights).to(DTYPES[spec.dtype])
         tokenizer = load_tokenizer_for(model_ref)
         mask_id = spec.mask_id if spec.mask_id is not None else model.config.mask_token_id
         if mask_id is None:
             raise InputError(f"probe.model: {model_ref} is a {model.config.backbone} backbone without a mask token")
-        forward = lambda ids, mask: model(input_ids=ids, attention_mask=mask)  # noqa: E731
     else:
         from transformers import AutoModel, AutoTokenizer
 
@@ -74,13 +73,12 @@ def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
             raise InputError(f"probe.mask_id: required for {model_ref} (see the probe-* presets)")
         try:
             tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=spec.trust_remote_code)
-            model = AutoModel.from_pretrained(local, trust_remote_code=spec.trust_remote_code, dtype=DTYPES[spec.dtype]).eval()
+            model = AutoModel.from_pretrained(local, trust_remote_code=spec.trust_remote_code, dtype=DTYPES[spec.dtype])
         except (OSError, ValueError) as err:  # the files are here (locate fetched them): a broken or foreign model
             raise InputError(f"probe.model: {local}: transformers cannot load it ({first_line(err)})") from None
-        if torch.cuda.is_available():
-            model = model.to("cuda")
         mask_id = spec.mask_id
-        forward = _dream_forward(model) if model.config.model_type.lower() == "dream" else _padding_mask_forward(model)
+    model = model.to(default_device()).eval()
+    forward = _dream_forward(model) if model.config.model_type.lower() == "dream" else _padding_mask_forward(model)
     eos_ids = spec.eos_ids or ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
     has_template = getattr(tokenizer, "chat_template", None) is not None
     if spec.chat_template == "on" and not has_template:
@@ -92,7 +90,7 @@ def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
 
 
 def _padding_mask_forward(model) -> Forward:
-    """LLaDA and models like it take the 2-D padding mask and turn it into an attention bias themselves."""
+    """Ours, LLaDA and models like them take the 2-D padding mask and turn it into an attention bias themselves."""
 
     def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits

@@ -14,7 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import MaskedLMOutput
 
 # name → (hidden_size, layers, heads, cond_dim, max length, dropout)
 SIZES: dict[str, dict] = {
@@ -199,33 +200,36 @@ class DiTModel(PreTrainedModel):
             sigma = torch.zeros(batch, device=device)
         return F.silu(self.sigma_map(sigma.reshape(batch)))
 
-    def hidden_states(
-        self, embeds: torch.Tensor, sigma: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Run the blocks on input embeddings [B, L, D]: ([embeds, output of block 1, ..., of
-        block N], conditioning vector), the layout of transformers' `output_hidden_states`."""
-        batch, length, _ = embeds.shape
-        c = self.conditioning(sigma, batch, embeds.device)
-        rotary = self.rotary(length, embeds.device, embeds.dtype)
-        attn_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
-        states = [embeds]
-        for block in self.blocks:
-            states.append(block(states[-1], rotary, c, attn_mask))
-        return states, c
-
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         sigma: torch.Tensor | None = None,
         inputs_probs: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits [B, L, V] in float32, from token ids or per-position probability vectors."""
+        output_hidden_states: bool | None = None,
+    ) -> MaskedLMOutput:
+        """Logits [B, L, V] in float32, from token ids or per-position probability vectors; with
+        `output_hidden_states`, also (embeddings, output of block 1, ..., of block N), each [B, L, D]."""
         if (input_ids is None) == (inputs_probs is None):
             raise ValueError("pass exactly one of input_ids and inputs_probs")
-        embeds = self.vocab_embed(input_ids if input_ids is not None else inputs_probs)
-        states, c = self.hidden_states(embeds, sigma, attention_mask)
-        return self.output_layer(states[-1], c).float()
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        x = self.vocab_embed(input_ids if input_ids is not None else inputs_probs)
+        batch, length, _ = x.shape
+        c = self.conditioning(sigma, batch, x.device)
+        rotary = self.rotary(length, x.device, x.dtype)
+        attn_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
+        hidden_states = (x,) if output_hidden_states else None
+        for block in self.blocks:
+            x = block(x, rotary, c, attn_mask)
+            if output_hidden_states:
+                hidden_states += (x,)
+        return MaskedLMOutput(logits=self.output_layer(x, c).float(), hidden_states=hidden_states)
+
+
+def token_inputs(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The forward's keyword for tokens given as ids [B, L] or as probability vectors [B, L, V] (soft tokens)."""
+    return {"inputs_probs": tokens} if tokens.is_floating_point() else {"input_ids": tokens}
 
 
 def as_denoiser(model: nn.Module):
@@ -233,8 +237,13 @@ def as_denoiser(model: nn.Module):
     DDP wrapper: x holds token ids, or per-position probability vectors (soft tokens)."""
 
     def denoiser(x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
-        if x.is_floating_point():
-            return model(inputs_probs=x, sigma=sigma)
-        return model(input_ids=x, sigma=sigma)
+        return model(**token_inputs(x), sigma=sigma).logits
 
     return denoiser
+
+
+# A folder of ours loads with the Auto classes like any transformers model (its config.json names
+# the type). exist_ok: a re-import (importlib.reload) points the Auto classes at its new classes.
+AutoConfig.register(DiTConfig.model_type, DiTConfig, exist_ok=True)
+AutoModel.register(DiTConfig, DiTModel, exist_ok=True)
+AutoModelForMaskedLM.register(DiTConfig, DiTModel, exist_ok=True)

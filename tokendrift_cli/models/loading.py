@@ -23,6 +23,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 OFFLINE_HINT = "offline? set HF_HUB_OFFLINE=1 so a missing model fails at once, and give a local folder"
 
 
+def default_device() -> torch.device:
+    """Where a command runs a model outside Accelerate's training loop: the GPU when there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def locate(reference: str) -> Path:
     """Where a model's files are: a local path (see runs.model_folder), else a hub snapshot."""
     return model_folder(reference) or _download(reference)
