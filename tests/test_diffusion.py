@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tokendrift_cli.diffusion import DUO, MDLM, LogLinearSchedule
+from tokendrift_cli.diffusion import DUO, MDLM, DiffusionProcess, LogLinearSchedule, exclude_mask
 
 K = 6  # data tokens; MDLM's [MASK] is id K
 EPS = 1e-3
@@ -241,3 +241,86 @@ def test_duo_sample_with_predictions_is_the_sampler_with_its_last_call_different
     assert torch.equal(ids, expected) and torch.equal(log_probs.argmax(-1), ids)
     log_probs.sum().backward()
     assert model.weight.grad is not None
+
+
+def test_exclude_mask_renormalises_the_other_tokens():
+    logits = torch.randn(3, 5, K + 1)
+    excluded = exclude_mask(logits, K)
+    assert torch.isinf(excluded[..., K]).all() and (excluded[..., K] < 0).all()
+    assert torch.isfinite(logits).all()  # the caller's logits are left alone
+    p = logits.softmax(-1)
+    torch.testing.assert_close(excluded.softmax(-1)[..., :K], p[..., :K] / (1 - p[..., K:]))
+
+
+class FakeProcess(DiffusionProcess):
+    """Prior zeros; each transition adds two and records (t, s); decided: position `step` of the row."""
+
+    def __init__(self, reuse=False):
+        super().__init__(K, LogLinearSchedule(EPS))
+        self.reuse, self.transitions, self.probs = reuse, [], []
+
+    def predict(self, denoiser, xt, sigma):
+        return denoiser(xt, sigma).log_softmax(-1)
+
+    def prior(self, batch, seq_len, generator):
+        return torch.zeros(batch, seq_len, dtype=torch.long)
+
+    def transition(self, probs, x, t, s, generator):
+        self.transitions.append((float(t), float(s)))
+        self.probs.append(probs)
+        return x + 2
+
+    def decided(self, x, x_next):
+        return torch.arange(x.shape[1]) == len(self.transitions) - 1
+
+    def reusable(self, x, x_next):
+        return self.reuse
+
+
+class SigmaStub:
+    """Logits fixed but for a gradient-carrying bump at token `call index`; records each sigma."""
+
+    def __init__(self):
+        self.sigmas, self.scale = [], torch.tensor(1.0, requires_grad=True)
+
+    def __call__(self, x, sigma):
+        self.sigmas.append(float(sigma[0]))
+        bump = torch.nn.functional.one_hot(torch.tensor(len(self.sigmas) - 1), K).float()
+        return (torch.linspace(0, 1, K) + self.scale * bump).expand(*x.shape, K)
+
+
+def test_the_loop_walks_the_grid_once_with_one_call_per_step_unless_reusable():
+    def sigma(t):
+        return -math.log(1 - (1 - EPS) * t)
+
+    process, stub = FakeProcess(), SigmaStub()
+    ids, calls = process.sample(stub, 2, 3, 4, torch.Generator().manual_seed(0), temperature=0.5)
+    assert process.transitions == [(1.0, 0.75), (0.75, 0.5), (0.5, 0.25), (0.25, 0.0)]
+    assert calls == 4 and stub.sigmas == pytest.approx([sigma(1.0), sigma(0.75), sigma(0.5), sigma(0.25)], rel=1e-6)
+    assert torch.equal(ids, torch.full((2, 3), 8))
+    first = torch.linspace(0, 1, K) + torch.nn.functional.one_hot(torch.tensor(0), K)  # the first call's logits
+    torch.testing.assert_close(process.probs[0][0, 0].float(), (first / 0.5).softmax(-1))  # temperature applied
+
+    process, stub = FakeProcess(reuse=True), SigmaStub()
+    _, calls = process.sample(stub, 2, 3, 4, torch.Generator().manual_seed(0))
+    assert calls == 1 and len(stub.sigmas) == 1 and len(process.transitions) == 4
+    assert all(p is process.probs[0] for p in process.probs)  # one prediction fed every step
+    _, calls = FakeProcess(reuse=True).sample(SigmaStub(), 2, 3, 4, torch.Generator().manual_seed(0), cache=False)
+    assert calls == 4
+
+
+def test_the_loop_ends_greedy_and_keeps_each_positions_deciding_call():
+    process, stub = FakeProcess(), SigmaStub()
+    ids, log_probs = process.sample_with_predictions(stub, 2, 3, 3, torch.Generator().manual_seed(0))
+    assert len(stub.sigmas) == 3 and torch.equal(ids, torch.full((2, 3), 6))
+    assert torch.equal(log_probs.argmax(-1), torch.tensor([0, 1, 2]).expand(2, 3))  # position i from call i
+    log_probs[:, 0, 0].sum().backward()  # d log p(0) / d scale at position 0, from call 0 only: 1 - p(0) per row
+    bumped = (torch.linspace(0, 1, K) + torch.nn.functional.one_hot(torch.tensor(0), K)).softmax(-1)[0]
+    torch.testing.assert_close(stub.scale.grad, 2 * (1 - bumped))
+
+    process, stub = FakeProcess(), SigmaStub()
+    process.greedy_last_step = True
+    ids, log_probs = process.sample_with_predictions(stub, 2, 3, 3, torch.Generator().manual_seed(0))
+    assert len(process.transitions) == 2 and len(stub.sigmas) == 3
+    assert torch.equal(ids, torch.full((2, 3), 2))  # the last call's argmax (its bump at token 2), not x = 4
+    assert torch.equal(log_probs.argmax(-1), ids)  # that call decides every position

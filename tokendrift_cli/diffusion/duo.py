@@ -3,26 +3,22 @@
 Forward process: q(x_t | x_0) = alpha_t · onehot(x_0) + (1 - alpha_t) / K over the K tokens.
 The denoiser predicts x0 at every position (mean parameterisation, no carry-over: any token
 may be noise). Its continuous-time NELBO is the uniform-state (UDLM) bound that the DUO
-repository's `DUO_BASE.nll_per_token` computes; sampling is ancestral with the exact posterior
-q(x_s | x_t, x0 ~ p_theta) and a greedy last step.
+repository's `DUO_BASE.nll_per_token` computes; sampling starts from uniform noise, is ancestral
+with the exact posterior q(x_s | x_t, x0 ~ p_theta), and ends with a greedy step.
 """
 
 from __future__ import annotations
 
 import torch
 
-from tokendrift_cli.diffusion.mdlm import Denoiser, LossOutput
-from tokendrift_cli.diffusion.sampling import categorical, prediction_probs, time_grid
-from tokendrift_cli.diffusion.schedule import LogLinearSchedule, sample_times
+from tokendrift_cli.diffusion.base import Denoiser, DiffusionProcess
+from tokendrift_cli.diffusion.sampling import categorical
 
 
-class DUO:
-    def __init__(
-        self, vocab_size: int, schedule: LogLinearSchedule, sampling_eps: float = 1e-3,
-        antithetic: bool = True, time_conditioning: bool = True,
-    ):
-        self.vocab_size, self.schedule = vocab_size, schedule
-        self.sampling_eps, self.antithetic, self.time_conditioning = sampling_eps, antithetic, time_conditioning
+class DUO(DiffusionProcess):
+    # x = argmax p_theta(x0 | x_t) at t = 1/nfe (the DUO repository's greedy noise removal): no
+    # token is left to chance at the end.
+    greedy_last_step = True
 
     def q_xt(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         resample = torch.rand(x0.shape, generator=generator, device=x0.device) < 1 - self.schedule.alpha(t)[:, None]
@@ -53,18 +49,6 @@ class DUO:
         term2 = term2 - K * alpha / (1 - alpha) * (theta_x0.log() - theta_xt.log()) * (1 - same) + offset
         return (dalpha / (K * alpha) * (term1 - term2)).float()
 
-    def loss(self, denoiser: Denoiser, x0: torch.Tensor, generator: torch.Generator) -> LossOutput:
-        t = sample_times(x0.shape[0], generator, x0.device, self.sampling_eps, self.antithetic)
-        xt = self.q_xt(x0, t, generator)
-        sigma = self.schedule.sigma(t)
-        log_probs = self.predict(denoiser, xt, sigma)
-        per_token = self.nelbo_per_token(log_probs, xt, x0, t)
-        return LossOutput(per_token.mean(), per_token, log_probs, xt, sigma)
-
-    @torch.no_grad()
-    def val_nelbo(self, denoiser: Denoiser, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.loss(denoiser, x0, generator).loss
-
     def posterior(self, probs: torch.Tensor, xt: torch.Tensor, alpha_s: torch.Tensor, alpha_t: torch.Tensor) -> torch.Tensor:
         """q(x_s | x_t, x0 ~ probs) ∝ q(x_t | x_s) · q(x_s | x0), closed form, [B, L, K]."""
         K = self.vocab_size
@@ -82,38 +66,8 @@ class DUO:
         """log p_theta(x0 | x_t): every position is predicted (any token may be noise)."""
         return denoiser(xt, sigma).log_softmax(-1)
 
-    @torch.no_grad()
-    def sample(
-        self, denoiser: Denoiser, batch: int, seq_len: int, nfe: int, generator: torch.Generator,
-        temperature: float = 1.0, top_p: float = 1.0, cache: bool = True,
-    ) -> tuple[torch.Tensor, int]:
-        """From uniform noise: nfe - 1 ancestral steps on t = 1 → 1/nfe, then one greedy step
-        (x = argmax p_theta(x0 | x_t)), so exactly `nfe` denoiser calls. `cache` has no effect:
-        the prediction depends on t."""
-        x, sigma = self._rollout(denoiser, batch, seq_len, nfe, generator, temperature, top_p)
-        return self.predict(denoiser, x, sigma).argmax(-1), nfe
+    def prior(self, batch: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, self.vocab_size, (batch, seq_len), generator=generator, device=generator.device)
 
-    def sample_with_predictions(
-        self, denoiser: Denoiser, batch: int, seq_len: int, nfe: int, generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`sample` keeping the graph of the greedy last call, which decides every position:
-        (ids, log_probs of that call)."""
-        with torch.no_grad():
-            x, sigma = self._rollout(denoiser, batch, seq_len, nfe, generator)
-        log_probs = self.predict(denoiser, x, sigma)
-        return log_probs.argmax(-1), log_probs
-
-    @torch.no_grad()
-    def _rollout(
-        self, denoiser: Denoiser, batch: int, seq_len: int, nfe: int, generator: torch.Generator,
-        temperature: float = 1.0, top_p: float = 1.0,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first nfe - 1 steps of `sample`: (x_t, sigma_t) that the last call sees."""
-        times = time_grid(nfe, generator.device)
-        x = torch.randint(0, self.vocab_size, (batch, seq_len), generator=generator, device=generator.device)
-        for step in range(nfe - 1):
-            sigma = self.schedule.sigma(times[step]).float().expand(batch)
-            probs = prediction_probs(self.predict(denoiser, x, sigma), temperature, top_p)
-            q = self.posterior(probs, x, self.schedule.alpha(times[step + 1]), self.schedule.alpha(times[step]))
-            x = categorical(q, generator)
-        return x, self.schedule.sigma(times[nfe - 1]).float().expand(batch)
+    def transition(self, probs, x, t, s, generator) -> torch.Tensor:
+        return categorical(self.posterior(probs, x, self.schedule.alpha(s), self.schedule.alpha(t)), generator)

@@ -16,6 +16,7 @@ import torch
 from rich.markup import escape
 
 from tokendrift_cli.data.synthetic import SyntheticLanguage
+from tokendrift_cli.diffusion.base import exclude_mask
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.files import read_user_text
 from tokendrift_cli.metrics.trap import JointTable, Validity, joint_from_language, parse_joint
@@ -194,9 +195,7 @@ def _model_decode(model, ids, slots, estimate, scheme: str, n: int, rng: np.rand
 
 
 def _probs(model, ids: torch.Tensor, mask_id: int) -> torch.Tensor:
-    logits = model(input_ids=ids).logits
-    logits[..., mask_id] = float("-inf")
-    return logits.softmax(-1)
+    return exclude_mask(model(input_ids=ids).logits, mask_id).softmax(-1)
 
 
 def _table_stats(tables: list[JointTable]) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from tokendrift_cli.data.jsonl import read_jsonl
+from tokendrift_cli.diffusion.base import exclude_mask
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.files import read_user_text
 from tokendrift_cli.metrics.probe_stats import PositionStats, categorize, collapse_onset, entropy
@@ -70,9 +71,7 @@ def probe_prompts(adapter: MaskedLMAdapter, prompts: list[dict], num_masks: int,
             batch = prompts[start : start + batch_size]
             encoded = [adapter.tokenize_prompt(p["prompt"]) for p in batch]
             ids, attention = _left_pad(encoded, num_masks, adapter.mask_id, adapter.pad_id)
-            logits = adapter.logits(ids, attention)[:, -num_masks:].float()
-            logits[..., adapter.mask_id] = float("-inf")
-            probs = logits.log_softmax(-1).exp()
+            probs = exclude_mask(adapter.logits(ids, attention)[:, -num_masks:].float(), adapter.mask_id).log_softmax(-1).exp()
             top_probs, top_ids = probs.topk(top_k, dim=-1)
             entropies = entropy(probs)
             if stats is None:
