@@ -256,6 +256,7 @@ def test_backbone_copy_encoder_reads_every_block_and_stays_frozen():
     # the last block's output is what the model's head reads: the same logits as the model
     c = model.conditioning(None, 1, ids.device)
     torch.testing.assert_close(model.output_layer(states[-1], c).float(), model(input_ids=ids).logits)
+    assert encoder.model(input_ids=ids).logits.numel() == 0  # the copy never projects onto the vocabulary
     torch.testing.assert_close(encoder(probs), torch.stack([h.mean(1) for h in states[1:]]))  # every block, pooled
     chosen = BackboneCopyEncoder(model, features="layers", layers=(0, -1))(probs)
     torch.testing.assert_close(chosen[0], (probs @ model.get_input_embeddings().embedding).mean(1))

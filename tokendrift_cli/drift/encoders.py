@@ -69,10 +69,18 @@ class BackboneCopyEncoder(FeatureEncoder):
     def __init__(self, model: nn.Module, **pooling):
         super().__init__(**pooling)
         self.model = copy.deepcopy(model)
+        # Only hidden states are read: the copy's vocabulary projection (half again a forward's
+        # cost at GPT-2's vocabulary and the small size) computes an empty tensor instead.
+        self.model.output_layer = _NoLogits()
         self.freeze()
 
     def hidden_states(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model(**token_inputs(tokens), output_hidden_states=True).hidden_states
+
+
+class _NoLogits(nn.Module):
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return x[..., :0]
 
 
 class TransformersEncoder(FeatureEncoder):
