@@ -58,8 +58,12 @@ PLANS = {  # "inits": which reproduce.py run's checkpoints are continued
 }
 
 
-def ablate(backbone: str, name: str, overrides: list[str] | None, init: Path, lr: float, plan: dict, work: Path, seed: int) -> list[dict]:
-    out = work / f"{backbone}-{''.join(c if c.isalnum() else '-' for c in name)}" / f"seed{seed}"
+def run_folder(work: Path, backbone: str, name: str, seed: int) -> Path:
+    return work / f"{backbone}-{''.join(c if c.isalnum() else '-' for c in name)}" / f"seed{seed}"
+
+
+def ablate(backbone: str, name: str, overrides: list[str] | None, init: Path, lr: float, plan: dict, work: Path, seed: int) -> None:
+    out = run_folder(work, backbone, name, seed)
     objective = ["--objective", "diffusion"] if overrides is None else ["--objective", "tokendrift"]
     sets = [a for item in overrides or [] for a in ("--set", item)]
     pretrain = PRETRAIN_PLANS[plan["inits"]]
@@ -69,15 +73,22 @@ def ablate(backbone: str, name: str, overrides: list[str] | None, init: Path, lr
         "--set", "optim.warmup_steps=0", "--set", "logging.eval_every=0", "--set", "logging.save_every=0",
         "--set", "quality.num_samples=0", out=out,
     )
-    judged = tokendrift(
+    tokendrift(
         "eval", "--model", str(out), "--nfe", plan["nfes"], "--genppl-model", "oracle",
         "--num-samples", str(plan["num_samples"]), "--seed", str(seed), out=out.with_name(out.name + "-eval"),
     )
-    return [
-        {"backbone": backbone, "setting": name, "overrides": overrides, "seed": seed, "nfe": r["nfe"], "gen_ppl": r["gen_ppl"],
-         "entropy": r["entropy"], "acceptance": r["acceptance"]}
-        for r in judged["rows"]
-    ]
+
+
+def finished_rows(jobs: list[tuple[int, str, str]], work: Path) -> list[dict]:
+    """The judged rows of every job whose evaluation finished, whichever process ran it."""
+    rows = []
+    for seed, name, backbone in jobs:
+        judged = run_folder(work, backbone, name, seed).with_name(f"seed{seed}-eval") / "results.json"
+        if judged.is_file():
+            rows += [{"backbone": backbone, "setting": name, "overrides": SETTINGS[name][1], "seed": seed, "nfe": r["nfe"],
+                      "gen_ppl": r["gen_ppl"], "entropy": r["entropy"], "acceptance": r["acceptance"]}
+                     for r in json.loads(judged.read_text())["rows"]]
+    return rows
 
 
 def markdown(rows: list[dict], nfes: list[int]) -> str:
@@ -104,6 +115,7 @@ def main() -> None:
     parser.add_argument("--quick", dest="plan", action="store_const", const="quick", help="--plan quick: a minute, on reproduce.py --quick's checkpoints")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--inits", type=Path, default=None, help="reproduce.py's run folder (default: <out>/runs-<full|quick>)")
+    parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N", help="run every N-th run from the I-th (one process per core)")
     args = parser.parse_args()
     plan = PLANS[args.plan]
     inits = args.inits or args.out / f"runs-{plan['inits']}"
@@ -112,19 +124,26 @@ def main() -> None:
     work = args.out / f"ablate-{args.plan}"
     suffix = "" if args.plan == "full" else f"-{args.plan}"
     started = time.perf_counter()
-    rows: list[dict] = []
-    # Seed-major, and the tables rewritten after every setting: an interrupted run leaves complete
-    # tables for the seeds it finished (the next run skips every step that finished).
-    for seed in plan["seeds"]:
-        for name in plan["settings"]:
-            backbones, overrides = SETTINGS[name]
-            for backbone in backbones.split(","):
-                init = inits / f"{backbone}-init"
-                if not (init / "model").is_dir():
-                    raise SystemExit(f"{init}: no starting checkpoint; run benchmarks/reproduce.py{' --quick' if plan['inits'] == 'quick' else ''} first")
-                rows += ablate(backbone, name, overrides, init, chosen[backbone], plan, work, seed)
-            last = name == plan["settings"][-1] and seed == plan["seeds"][-1]
-            write(rows, plan, args, suffix, started, "complete" if last else f"seed {seed}: through {name!r}")
+    # Seed-major, and the tables rewritten from every finished run after each run: an interrupted
+    # run leaves complete tables for the seeds it finished, and shards (--shard I/N, one process
+    # per core) share the work and the tables (the next run skips every step that finished).
+    jobs = [(seed, name, backbone) for seed in plan["seeds"] for name in plan["settings"] for backbone in SETTINGS[name][0].split(",")]
+    index, count = args.shard
+    for seed, name, backbone in jobs[index::count]:
+        init = inits / f"{backbone}-init"
+        if not (init / "model").is_dir():
+            raise SystemExit(f"{init}: no starting checkpoint; run benchmarks/reproduce.py{' --quick' if plan['inits'] == 'quick' else ''} first")
+        ablate(backbone, name, SETTINGS[name][1], init, chosen[backbone], plan, work, seed)
+        rows = finished_rows(jobs, work)
+        done = len({(r["seed"], r["setting"], r["backbone"]) for r in rows})
+        write(rows, plan, args, suffix, started, "complete" if done == len(jobs) else f"{done} of {len(jobs)} runs")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N with 0 <= I < N")
+    return int(index), int(count)
 
 
 def write(rows: list[dict], plan: dict, args: argparse.Namespace, suffix: str, started: float, stage: str) -> None:

@@ -171,3 +171,15 @@ def test_train_judge_and_judge_gap_quick(tmp_path, cli):
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "$ " not in again.stdout
     assert json.loads((tmp_path / "judge_gap-quick.json").read_text())["rows"] == result["rows"]
+
+
+def test_ablate_shards_are_read_as_index_of_count():
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ablate import _shard
+
+    assert _shard("1/2") == (1, 2) and _shard("0/1") == (0, 1)
+    for bad in ("2/2", "-1/2", "1", "a/b"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected I/N"):
+            _shard(bad)
