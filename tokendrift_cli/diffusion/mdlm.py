@@ -97,7 +97,7 @@ class MDLM:
             newly = ((x == self.mask_id) & (x_next != self.mask_id)).unsqueeze(-1)
             revealing = log_probs if revealing is None else torch.where(newly, log_probs, revealing)
             x = x_next
-        return x, revealing
+        return x, revealing  # type: ignore[return-value]  # a Tensor: the spec keeps nfe >= 1
 
     def _prior(self, batch: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
         return torch.full((batch, seq_len), self.mask_id, dtype=torch.long, device=generator.device)
