@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test wheel-check
+.PHONY: install demo test lint wheel-check
 
 $(BIN)/tokendrift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# What to lint and type-check is configured in pyproject.toml ([tool.ruff], [tool.mypy]).
+lint: install
+	$(BIN)/ruff check tokendrift_cli tests benchmarks
+	$(BIN)/mypy
 
 # The wheel, installed (not editable) into a fresh venv, run from outside the checkout.
 wheel-check:

@@ -12,6 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_reproduce_quick(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--quick", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=1800)
@@ -64,6 +65,7 @@ def test_ablate_table_averages_seeds():
     assert markdown(rows[:1], [4]).splitlines()[-1] == "| mdlm | defaults | 80.0 | 2.900 | 0.000 |"
 
 
+@pytest.mark.slow
 def test_speed_quick(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
@@ -123,6 +125,7 @@ def test_learned_judge_scores_by_hand(tmp_path, cli):
     assert row["gen_ppl"] == pytest.approx(math.exp(nll / count), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_train_judge_and_judge_gap_quick(tmp_path, cli):
     """train_judge.py --quick learns the language; judge_gap.py --quick judges tiny reproduce-like runs with both judges."""
     # The folder layout of reproduce.py's runs, with a few steps each instead of reproduce.py --quick.

@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from test_dit import COND, D, H, LAYERS, V, recompute_logits, reference_state_dict
+from test_dit import COND, LAYERS, D, H, V, recompute_logits, reference_state_dict
 from test_train import SHORT
 
 from tokendrift_cli.errors import InputError

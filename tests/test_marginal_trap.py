@@ -84,6 +84,7 @@ def test_malformed_joint_files(cli, tmp_path, content, message):
     assert code == 2 and message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_exact_mode_end_to_end(cli, tmp_path):
     out = tmp_path / "trap"
     code, stdout, err = cli("marginal-trap", "--out", str(out), "--json", "--set", "trap.num_contexts=4",

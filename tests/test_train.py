@@ -63,6 +63,7 @@ def test_matched_baseline_sees_the_same_batches_and_noise(cli, tmp_path):
     assert "drift_loss" in _metrics(drift)[0] and "drift_loss" not in _metrics(base)[0]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     """TokenDrift with reference queues of 20 (8 sequences a step): full and evicting when killed."""
     steps = ["--max-steps", "12", "--set", "logging.save_every=3", "--set", "drift.queue_size=20", *FAST]

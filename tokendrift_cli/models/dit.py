@@ -111,7 +111,7 @@ class TimestepEmbedder(nn.Module):
         half = self.frequency_embedding_size // 2
         freqs = torch.exp(-math.log(10_000) * torch.arange(half, dtype=torch.float32, device=sigma.device) / half)
         args = sigma.float()[:, None] * freqs[None]
-        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.mlp[0].weight.dtype))
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.mlp[0].weight.dtype))  # type: ignore[arg-type]  # nn.Sequential items are typed Module
 
 
 class DiTBlock(nn.Module):

@@ -1,0 +1,131 @@
+"""Exact statistics of the language: probabilities, conditionals, marginals and entropies.
+
+The automaton is deterministic, so a sequence's log-probability follows a single path, and the
+marginals of masked positions given the observed ones come from forward–backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tokendrift_cli.data.synthetic.automaton import Automaton
+
+
+class ExactStatistics(Automaton):
+    """What the language says of given sequences, and its entropy, computed exactly on the automaton."""
+
+    def log_prob(self, ids: torch.Tensor) -> torch.Tensor:
+        """Exact log-probability (nats) of each length-L prefix; -inf where the language cannot produce it."""
+        ids = torch.as_tensor(ids)
+        flat = ids.reshape(-1, ids.shape[-1])
+        state = torch.zeros(flat.shape[0], dtype=torch.long)
+        total = torch.zeros(flat.shape[0], dtype=torch.float64)
+        for t in range(flat.shape[1]):
+            total += torch.log(self.emit[state, flat[:, t]])
+            state = self.next_state[state, flat[:, t]]
+        return total.reshape(ids.shape[:-1])
+
+    def noisy_log_prob(self, ids: torch.Tensor, epsilon: float) -> torch.Tensor:
+        """log p(ids) when each token is the language's word with probability 1 - epsilon, or a
+        uniformly random data token otherwise (a noisy channel, marginalised by the forward
+        algorithm). Finite for every sequence; a wrong token costs about log(1/epsilon) and the
+        automaton keeps tracking the sentence behind it."""
+        ids = torch.as_tensor(ids)
+        flat = ids.reshape(-1, ids.shape[-1])
+        any_word = self.transition[:, : self.num_data_tokens].sum(1) * (epsilon / self.num_data_tokens)  # [S, S]
+        alpha = torch.zeros(flat.shape[0], len(self.states), dtype=torch.float64)
+        alpha[:, 0] = 1.0
+        total = torch.zeros(flat.shape[0], dtype=torch.float64)
+        for t in range(flat.shape[1]):
+            step = (1 - epsilon) * self.transition[:, flat[:, t], :].permute(1, 0, 2) + any_word
+            alpha = torch.bmm(alpha.unsqueeze(1), step).squeeze(1)
+            norm = alpha.sum(1)
+            total += norm.log()
+            alpha = alpha / norm.unsqueeze(1)
+        return total.reshape(ids.shape[:-1])
+
+    def accepts(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.isfinite(self.log_prob(ids))
+
+    def next_word_probs(self, ids: torch.Tensor) -> torch.Tensor:
+        """P(x_t = v | x_<t) for every position: [..., L, V]. Rows after an impossible prefix are zero."""
+        ids = torch.as_tensor(ids)
+        flat = ids.reshape(-1, ids.shape[-1])
+        state = torch.zeros(flat.shape[0], dtype=torch.long)
+        alive = torch.ones(flat.shape[0], dtype=torch.bool)
+        rows = []
+        for t in range(flat.shape[1]):
+            rows.append(self.emit[state] * alive.unsqueeze(1))
+            alive &= self.emit[state, flat[:, t]] > 0
+            state = self.next_state[state, flat[:, t]]
+        return torch.stack(rows, 1).reshape(*ids.shape, self.vocab_size)
+
+    def marginals(self, ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Exact P(x_t = v | observed positions) for every position: [..., L, V] (float64).
+
+        Observed rows are one-hot. Forward–backward over the automaton's states, rescaled at
+        every step so long sequences do not underflow.
+        """
+        ids, masked = torch.as_tensor(ids), torch.as_tensor(masked, dtype=torch.bool)
+        shape = ids.shape
+        ids, masked = ids.reshape(-1, shape[-1]), masked.reshape(-1, shape[-1])
+        batch, length = ids.shape
+        any_word = self.transition.sum(1)  # [S, S]: a masked position may be any word
+
+        def step_matrix(t: int) -> torch.Tensor:  # [B, S, S]
+            observed = self.transition[:, ids[:, t], :].permute(1, 0, 2)
+            return torch.where(masked[:, t, None, None], any_word, observed)
+
+        num_states = len(self.states)
+        alpha = torch.zeros(batch, length + 1, num_states, dtype=torch.float64)
+        alpha[:, 0, 0] = 1.0
+        for t in range(length):
+            a = torch.bmm(alpha[:, t : t + 1], step_matrix(t)).squeeze(1)
+            total = a.sum(1, keepdim=True)
+            if (total == 0).any():
+                bad = int(torch.nonzero(total.squeeze(1) == 0)[0])
+                raise ValueError(f"sequence {bad}: the observed tokens have probability 0 under the language")
+            alpha[:, t + 1] = a / total
+        beta = torch.ones(batch, length + 1, num_states, dtype=torch.float64)
+        for t in range(length - 1, -1, -1):
+            b = torch.bmm(step_matrix(t), beta[:, t + 1].unsqueeze(2)).squeeze(2)
+            beta[:, t] = b / b.sum(1, keepdim=True)
+
+        # P(x_t = v, obs) ∝ Σ_s alpha_{t-1}(s) emit[s, v] beta_t(next[s, v]).
+        after = beta[:, 1:, :][:, :, self.next_state]  # [B, L, S, V]
+        joint = torch.einsum("bls,sv,blsv->blv", alpha[:, :-1], self.emit, after)
+        probs = joint / joint.sum(-1, keepdim=True)
+        one_hot = torch.nn.functional.one_hot(ids, self.vocab_size).to(torch.float64)
+        probs = torch.where(masked.unsqueeze(-1), probs, one_hot)
+        return probs.reshape(*shape, self.vocab_size)
+
+    def entropy(self, seq_len: int) -> float:
+        """Exact entropy per token of length-L sequences, H(X_1..L) / L, in nats.
+
+        Deterministic automaton: the state after a prefix is a function of the prefix, so
+        H(X_1..L) = Σ_t E[H(next word | state at t)].
+        """
+        state_probs = torch.zeros(len(self.states), dtype=torch.float64)
+        state_probs[0] = 1.0
+        per_state = self._word_entropy_per_state()
+        moves = self.transition.sum(1)
+        total = 0.0
+        for _ in range(seq_len):
+            total += float(state_probs @ per_state)
+            state_probs = state_probs @ moves
+        return total / seq_len
+
+    def entropy_rate(self) -> float:
+        """lim H(X_1..L) / L: word entropy averaged under the state chain's stationary distribution."""
+        moves = self.transition.sum(1)
+        eye = torch.eye(len(self.states), dtype=torch.float64)
+        # Solve pi (P - I) = 0 with sum(pi) = 1 as one least-squares system.
+        system = torch.cat([(moves - eye).T, torch.ones(1, len(self.states), dtype=torch.float64)])
+        target = torch.zeros(len(self.states) + 1, 1, dtype=torch.float64)
+        target[-1] = 1.0
+        stationary = torch.linalg.lstsq(system, target).solution.squeeze(1)
+        return float(stationary @ self._word_entropy_per_state())
+
+    def _word_entropy_per_state(self) -> torch.Tensor:
+        p = self.emit
+        return -(torch.where(p > 0, p * torch.log(p), torch.zeros_like(p))).sum(1)
