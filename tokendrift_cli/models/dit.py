@@ -219,12 +219,12 @@ class DiTModel(PreTrainedModel):
         c = self.conditioning(sigma, batch, x.device)
         rotary = self.rotary(length, x.device, x.dtype)
         attn_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
-        hidden_states = (x,) if output_hidden_states else None
+        hidden_states: tuple[torch.Tensor, ...] = (x,)
         for block in self.blocks:
             x = block(x, rotary, c, attn_mask)
             if output_hidden_states:
                 hidden_states += (x,)
-        return MaskedLMOutput(logits=self.output_layer(x, c).float(), hidden_states=hidden_states)
+        return MaskedLMOutput(logits=self.output_layer(x, c).float(), hidden_states=hidden_states if output_hidden_states else None)
 
 
 def token_inputs(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
