@@ -8,8 +8,8 @@ results.json and metrics.jsonl with wall-clock numbers and paths removed, and th
     python benchmarks/behaviour.py --out after.json         # at the new one
     python benchmarks/behaviour.py --compare before.json after.json
 
-Same seeds on the same CPU must give identical files (string hashing is seeded too: n-gram
-statistics sum over sets, whose order follows the hash); --compare prints every difference and
+Same seeds on the same CPU must give identical files (string hashing is seeded too, so that a
+set's order can never reach a number); --compare prints every difference and
 exits 1 if there is one. A few minutes on 2 cores.
 """
 

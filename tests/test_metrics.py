@@ -148,3 +148,16 @@ def test_ngram_jsd_sees_a_collapsed_sampler():
     same, gamed = ngram_jsd(fresh, reference), ngram_jsd(collapsed, reference)
     assert same["jsd_1"] < 0.01 and gamed["jsd_1"] > 0.5  # unigrams: the collapse is plain
     assert gamed["mean"] > 3 * same["mean"]  # higher n are sparse at 300 samples, but still far apart
+
+
+def test_ngram_jsd_is_the_same_number_under_any_string_hash_seed():
+    """Set order follows the per-process string hash; the divergence must not (its last bits did)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from tokendrift_cli.metrics.text_stats import ngram_jsd; "
+            "print(repr(ngram_jsd(['I like tennis . he likes it', 'we like it .'], ['I like it .', 'he likes tennis .'])['mean']))")
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(outputs) == 1

@@ -28,7 +28,7 @@ def jensen_shannon(p: Counter, q: Counter) -> float:
     if not p_total or not q_total:
         return float("nan")
     divergence = 0.0
-    for key in p.keys() | q.keys():
+    for key in sorted(p.keys() | q.keys()):  # a fixed order: a set's follows the per-process string hash, and so would the sum's last bits
         a, b = p.get(key, 0) / p_total, q.get(key, 0) / q_total
         m = (a + b) / 2
         divergence += (a * math.log2(a / m) if a else 0.0) + (b * math.log2(b / m) if b else 0.0)
