@@ -65,6 +65,22 @@ def test_ablate_table_averages_seeds():
     assert markdown(rows[:1], [4]).splitlines()[-1] == "| mdlm | defaults | 80.0 | 2.900 | 0.000 |"
 
 
+def test_ablation_changes_are_paired_by_seed_and_set_beside_the_papers():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ablate import against_paper, changes
+
+    rows = [{"backbone": "mdlm", "setting": setting, "seed": seed, "nfe": nfe, "gen_ppl": ppl}
+            for setting, seed, ppl in [("baseline", 0, 100.0), ("baseline", 1, 50.0), ("hard-st", 0, 150.0), ("hard-st", 1, 50.0),
+                                       ("defaults", 0, 80.0), ("defaults", 1, 40.0)] for nfe in (4, 8, 16)]
+    assert changes(rows, "mdlm", "hard-st", 4) == pytest.approx([0.5, 0.0])  # 150/100 - 1 and 50/50 - 1, each seed its own baseline
+    text = against_paper(rows)
+    # hard-st: mean +25 %, SD sqrt(((50-25)^2 + (0-25)^2) / 1) = 35 %; the paper: 6464.88 / 1943.95 - 1 = +233 %
+    assert "| hard-st | +25 ± 35 % | +233 % |" in text
+    assert "| defaults | -20 ± 0 % | -89 % |" in text
+    assert "Rank at NFE 4, ours: defaults < hard-st; the paper's: defaults < hard-st." in text
+    assert "| queue 4 | — | -10 % |" in text  # no run yet: a dash, the paper's change still shown
+
+
 @pytest.mark.slow
 def test_speed_quick(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--out", str(tmp_path)],
