@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--inits", type=Path, default=None, help="reproduce.py's run folder (default: <out>/runs-<full|quick>)")
     parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N", help="run every N-th run from the I-th (one process per core)")
+    parser.add_argument("--report", action="store_true", help="only rebuild the tables from the runs finished so far (e.g. while shards run)")
     args = parser.parse_args()
     plan = PLANS[args.plan]
     inits = args.inits or args.out / f"runs-{plan['inits']}"
@@ -178,14 +179,20 @@ def main() -> None:
     # per core) share the work and the tables (the next run skips every step that finished).
     jobs = [(seed, name, backbone) for seed in plan["seeds"] for name in plan["settings"] for backbone in SETTINGS[name][0].split(",")]
     index, count = args.shard
-    for seed, name, backbone in jobs[index::count]:
+    for seed, name, backbone in [] if args.report else jobs[index::count]:
         init = inits / f"{backbone}-init"
         if not (init / "model").is_dir():
             raise SystemExit(f"{init}: no starting checkpoint; run benchmarks/reproduce.py{' --quick' if plan['inits'] == 'quick' else ''} first")
         ablate(backbone, name, SETTINGS[name][1], init, chosen[backbone], plan, work, seed)
-        rows = finished_rows(jobs, work)
-        done = len({(r["seed"], r["setting"], r["backbone"]) for r in rows})
-        write(rows, plan, args, suffix, started, "complete" if done == len(jobs) else f"{done} of {len(jobs)} runs")
+        report(jobs, work, plan, args, suffix, started)
+    if args.report:
+        report(jobs, work, plan, args, suffix, started)
+
+
+def report(jobs: list[tuple[int, str, str]], work: Path, plan: dict, args: argparse.Namespace, suffix: str, started: float) -> None:
+    rows = finished_rows(jobs, work)
+    done = len({(r["seed"], r["setting"], r["backbone"]) for r in rows})
+    write(rows, plan, args, suffix, started, "complete" if done == len(jobs) else f"{done} of {len(jobs)} runs")
 
 
 def _shard(text: str) -> tuple[int, int]:

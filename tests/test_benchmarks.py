@@ -52,6 +52,11 @@ def test_reproduce_quick(tmp_path):
     spec = (tmp_path / "ablate-quick" / "mdlm-mirror-KL---base" / "seed0" / "spec.yaml").read_text()
     assert "variant: mirror-kl" in spec and "base_loss: true" in spec and "seq_len: 16" in spec and "lr: 0.001" in spec
     assert "| mdlm | mirror KL + base |" in (tmp_path / "ablate-quick.md").read_text()
+    # --report rebuilds the same tables from the finished runs, running nothing
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablate.py"), "--quick", "--report", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "$ tokendrift" not in done.stdout and "complete" in done.stdout, done.stderr[-2000:]
+    assert json.loads((tmp_path / "ablate-quick.json").read_text())["rows"] == ablation["rows"]
 
 
 def test_ablate_table_averages_seeds():
