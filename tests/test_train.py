@@ -219,13 +219,32 @@ def test_builtin_init_is_pretrained_once_then_read_from_the_cache(cli, tmp_path,
     weights = init / "model" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
 
-    code, stdout, stderr = cli("train", "--out", str(tmp_path / "second"), *common)
+    code, stdout, stderr = cli("train", "--out", str(tmp_path / "second"), "--nfe", "8", *common)
     assert code == 0, stderr
+    # another target NFE, the same checkpoint: the build itself never samples
     assert json.loads(stdout)["init"] == str(init) and weights.stat().st_mtime_ns == stamp
     assert "pretraining the builtin" not in stderr
 
     code, _, stderr = cli("train", "--set", f"data.source={tmp_path / 'corpus.txt'}", "--out", str(tmp_path / "text"))
     assert code == 2 and "model.init: 'builtin' is pretrained on the synthetic language" in stderr
+
+
+def test_the_builtin_build_leaves_the_run_its_own_accelerate_settings(tmp_path):
+    """On first use the builtin checkpoint is built by a train run of its own (no accumulation, no
+    mixed precision) before the run: the run, with bf16 and two accumulated micro-batches, must
+    neither fail (Accelerate refuses a changed precision) nor train differently from the same run
+    on the cached checkpoint. Real processes: Accelerate's state is process-wide."""
+    driver = ("import sys; import tokendrift_cli.jobs.train as train; train.BUILTIN_STEPS = 3; "
+              "from tokendrift_cli.cli import app; app(sys.argv[1:], prog_name='tokendrift')")
+    common = ["train", "--max-steps", "2", "--quiet", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.num_train=128",
+              "--set", "data.num_valid=32", "--set", "data.seq_len=16", "--set", "optim.batch_size=8", "--set", "quality.num_samples=0",
+              "--set", "logging.eval_every=0", "--set", "logging.log_every=1", "--set", "optim.grad_accum=2",
+              "--set", "optim.mixed_precision=bf16"]
+    for name in ("first", "cached"):
+        done = subprocess.run([sys.executable, "-c", driver, *common, "--out", str(tmp_path / name)], capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["loss"] for r in _metrics(tmp_path / "first")] == [r["loss"] for r in _metrics(tmp_path / "cached")]
 
 
 def test_an_interrupted_builtin_build_starts_over_under_its_lock(cli, tmp_path, monkeypatch):

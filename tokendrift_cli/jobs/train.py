@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 
 from tokendrift_cli.data import load_data
@@ -29,7 +30,7 @@ from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser, load_denoiser
-from tokendrift_cli.runs import MODEL, RESULTS, SPEC, Run, RunDir, atomic_write_text, is_main_process, to_json, writing
+from tokendrift_cli.runs import MODEL, RESULTS, SPEC, Run, RunDir, atomic_write_text, to_json, writing
 from tokendrift_cli.spec import LoggingSpec, ModelFacts, QualitySpec, TrainSpec, check_against_model, load_spec, spec_to_dict
 from tokendrift_cli.spec.model import BUILTIN
 from tokendrift_cli.spec.optim import OptimSpec
@@ -44,6 +45,8 @@ BUILTIN_BACKBONE = "duo"
 
 
 def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
+    if spec.model.init == BUILTIN:  # first: its build is a train run with its own Accelerator
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"init": builtin_checkpoint(spec, ui)})})
     accelerator = Accelerator(
         # Several processes on a machine without CUDA (torchrun, accelerate launch): gloo on CPU.
         cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
@@ -58,8 +61,6 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     set_seed(spec.seed)
     micro_batch = _micro_batch_size(spec, accelerator.num_processes)
 
-    if spec.model.init == BUILTIN:
-        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"init": builtin_checkpoint(spec, ui)})})
     data, tokenizer = load_data(spec.data, seed=spec.seed)
     train_set = data["train"].with_format("torch")
     valid_ids = data["validation"].with_format("torch")[: spec.logging.valid_sequences]["input_ids"]
@@ -230,8 +231,8 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
     pretrained with the diffusion loss on first use, then cached. Every process builds it
     together (it is a train run), and the folder appears under its final name only when done."""
     backbone = spec.model.backbone or BUILTIN_BACKBONE
-    recipe = TrainSpec(
-        objective="diffusion", seed=0, nfe=spec.nfe, data=spec.data,
+    recipe = TrainSpec(  # the run's nfe is not the build's: a diffusion run without a quality report never samples
+        objective="diffusion", seed=0, data=spec.data,
         model=spec.model.model_copy(update={"init": None, "backbone": backbone}),
         optim=OptimSpec(max_steps=BUILTIN_STEPS, lr=BUILTIN_LR, warmup_steps=50, batch_size=64),
         logging=LoggingSpec(eval_every=0, save_every=500, log_every=100), quality=QualitySpec(num_samples=0),
@@ -244,15 +245,23 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
         building = folder.with_name(folder.name + ".building")
         held, interrupted = Run(building).holds_run(), Run(building).latest_checkpoint() is not None
         PartialState().wait_for_everyone()  # every process has looked before the main one writes there
-        with RunDir(building, resume=held) as pretrain:  # its lock keeps two first uses from building at once
+        try:
+            pretrain = RunDir(building, resume=held)  # its lock keeps two first uses from building at once
+        except InputError as err:
+            raise InputError(f"model.init: builtin: cannot build {building} ({err})") from None
+        with pretrain:
             pretrain.resume = interrupted  # an interrupted build continues from its last checkpoint
             if held and not interrupted:
                 pretrain.truncate_metrics(last_step=0)
             pretrain.write_yaml(SPEC, recipe.model_dump(mode="json"))
             pretrain.write_json(RESULTS, run(recipe, pretrain, ui))
-        if is_main_process():
-            os.replace(building, folder)
+            if pretrain.is_main:  # renamed while still locked: no other build can start in between
+                os.replace(building, folder)
         PartialState().wait_for_everyone()
+        # The build's Accelerator set Accelerate's process-wide state (mixed precision, gradient
+        # accumulation); the run's own, made next, must not inherit it. Accelerate has no public reset.
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
     return str(folder)
 
 
@@ -314,6 +323,7 @@ def _save_checkpoint(run: RunDir, accelerator: Accelerator, model, ema, tokenize
     accelerator.wait_for_everyone()
     with writing(tmp):
         accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every rank's state is written before the main one publishes the folder
     if accelerator.is_main_process:
         with writing(tmp):
             _save_model(accelerator, model, ema, tokenizer, tmp / MODEL)
