@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tokendrift_cli.errors import InputError
+from tokendrift_cli.errors import InputError, JobError
 from tokendrift_cli.runs import FILE_MODE, Run, RunDir, atomic_write_text, model_folder, train_run
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 
@@ -81,6 +81,40 @@ def test_a_folder_holding_a_run_refuses_a_new_one_unless_resumed(tmp_path):
     RunDir(tmp_path / "run", resume=True).close()
     with pytest.raises(InputError, match="holds no run to resume"):
         RunDir(tmp_path / "empty", resume=True)
+    assert not (tmp_path / "empty").exists()  # nothing made where there was nothing to resume
+
+
+def test_resume_of_a_missing_folder_says_so_and_several_processes_need_out(cli, tmp_path, monkeypatch):
+    code, _, err = cli("train", "--resume", str(tmp_path / "nowhere"))
+    assert code == 2 and err.strip() == f"error: --resume {tmp_path / 'nowhere'}: holds no run to resume (no spec.yaml)"
+    assert not (tmp_path / "nowhere").exists()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as accelerate launch / torchrun set it: each rank would stamp its own folder
+    code, _, err = cli("sample", "--nfe", "4")
+    assert code == 2 and "--out: required when several processes run" in err
+
+
+def test_publishing_over_a_folder_keeps_the_old_one_until_the_new_one_stands(tmp_path, monkeypatch):
+    with RunDir(tmp_path / "run") as run:
+        final = run.file("model")
+        for content in (b"old", b"new"):
+            tmp = run.staging(final)
+            tmp.mkdir()
+            (tmp / "weights").write_bytes(content)
+            run.publish(tmp, final)
+        assert (final / "weights").read_bytes() == b"new" and not final.with_name(".model.old").exists()
+        tmp = run.staging(final)
+        tmp.mkdir()
+        real_replace = os.replace
+
+        def crash_on_the_second_rename(src, dst):
+            if src == tmp:
+                raise OSError(28, "No space left on device")
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", crash_on_the_second_rename)
+        with pytest.raises(JobError, match="cannot write .*model: No space left on device"):
+            run.publish(tmp, final)
+        assert (final.with_name(".model.old") / "weights").read_bytes() == b"new"  # set aside, not lost
 
 
 def test_out_naming_a_file_or_an_unwritable_place(tmp_path):

@@ -102,10 +102,12 @@ def _execute(
         if out is not None and out != resume:
             ui.error("--resume DIR continues in DIR; drop --out or make it the same directory")
             raise typer.Exit(2)
-        if spec is None and preset is None:
+        if spec is None and preset is None and Run(resume).file(SPEC).is_file():  # without one, RunDir says there is no run
             spec = Run(resume).file(SPEC)
         out = resume
     try:
+        if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise InputError("--out: required when several processes run (each would pick its own timestamped folder)")
         resolved = load_spec(command, preset=preset, spec_file=spec, options=options, overrides=set_)
         job = _job_module(command)
         with RunDir(out or default_run_path(command), resume=resume is not None) as run:

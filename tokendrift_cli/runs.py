@@ -211,6 +211,8 @@ class RunDir(Run):
         if not self.is_main:
             return
         option = "--resume" if resume else "--out"
+        if resume and not self.holds_run():  # before anything is made there
+            raise InputError(f"--resume {self.path}: holds no run to resume (no spec.yaml)")
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{option} {self.path}: is a file, not a folder")
         try:
@@ -230,10 +232,8 @@ class RunDir(Run):
         self._lock = fd
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        if self.holds_run() != resume:
+        if self.holds_run() and not resume:
             self.close()
-            if resume:
-                raise InputError(f"--resume {self.path}: holds no run to resume (no spec.yaml)")
             if self.file(RESULTS).exists():
                 raise InputError(f"--out {self.path}: holds a finished run; choose another folder")
             raise InputError(
@@ -315,9 +315,17 @@ class RunDir(Run):
                     with open(path, "rb") as f:
                         os.fsync(f.fileno())
                     path.chmod(FILE_MODE)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        # The old folder steps aside before the new one takes its name, and goes only after: a
+        # crash in between leaves it beside, never neither.
+        old = final.with_name(f".{final.name}.old")
+        with writing(final):
+            if old.exists():
+                shutil.rmtree(old)
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmp, final)
+            if old.exists():
+                shutil.rmtree(old)
 
     def prune_checkpoints(self, keep: int) -> None:
         if self.is_main:
