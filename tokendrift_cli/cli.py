@@ -9,6 +9,7 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
@@ -22,7 +23,8 @@ from tokendrift_cli.ui import UI
 
 # Typer raises Click's exceptions (from its own copy of Click in recent versions); BadParameter,
 # which every version exports, leads to the base class of them all.
-ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+# Found at run time, so its type (which module's class) is unknown to mypy: Any.
+ClickException: type[Any] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 class _App(TyperGroup):
@@ -30,12 +32,20 @@ class _App(TyperGroup):
     quieted, and Click's usage errors (unknown option, not a number) are one `error:` line like
     every other error, not a boxed usage text."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         _quiet_libraries()
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra)
         except ClickException as err:
             if type(err).__name__ != "NoArgsIsHelpError":  # `tokendrift` alone: the help is printed already
                 command = err.ctx.command_path if getattr(err, "ctx", None) else "tokendrift"
@@ -169,11 +179,14 @@ def _spec_command(command: str, help: str, fields: list[str], *, resumable: bool
         options = {}
         for name, dotted in named.items():
             value = values.pop(name)
-            if ctx.get_parameter_source(name).name != "DEFAULT":  # left out: the preset's or spec file's value stays
+            source = ctx.get_parameter_source(name)
+            assert source is not None  # Click records where each parameter it parsed came from
+            if source.name != "DEFAULT":  # left out: the preset's or spec file's value stays
                 options[dotted] = value
         _execute(command, options, **values)
 
-    callback.__signature__ = inspect.Signature([
+    # inspect.signature (and so Typer) reads __signature__ from any callable; typeshed's functions lack it.
+    callback.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         *(_option(name, dotted, spec_field(command, dotted)) for name, dotted in named.items()),
         *shared,
@@ -279,4 +292,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

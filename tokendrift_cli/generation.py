@@ -26,7 +26,7 @@ class Generation:
 
 def load_for_sampling(reference: str, weights: str = "ema"):
     """The denoiser, its tokenizer and its diffusion process (with the training run's settings if known)."""
-    model = load_denoiser(reference, weights=weights).to(default_device()).eval()
+    model = load_denoiser(reference, weights=weights).to(default_device()).eval()  # type: ignore[arg-type]  # transformers wraps Module.to with functools.wraps, whose hints take self first
     tokenizer = load_tokenizer_for(reference)
     run = train_run(reference)  # a train run samples with the process it was trained with
     diffusion = run.recorded("diffusion", DiffusionSpec) if run else DiffusionSpec()

@@ -41,7 +41,12 @@ def lift(log_probs: torch.Tensor, spec: DriftSpec, tokens: torch.Tensor | None =
     probs = torch.softmax(log_probs.float() / spec.lift_temperature, dim=-1)
     if spec.lift == "soft":
         return probs
-    chosen = probs.argmax(-1) if spec.lift == "hard-st" else tokens
+    if spec.lift == "hard-st":
+        chosen = probs.argmax(-1)
+    elif tokens is not None:
+        chosen = tokens
+    else:
+        raise ValueError("lift: sampled-st needs the drawn tokens")
     return F.one_hot(chosen, probs.shape[-1]).to(probs.dtype) - probs.detach() + probs
 
 
@@ -153,4 +158,4 @@ class TokenDrift:
 
 def _with_queue(current: torch.Tensor, queue: FeatureQueue) -> torch.Tensor:
     """Current features first (the drift excludes each anchor's own column there), then the queue's."""
-    return current if len(queue) == 0 else torch.cat([current, queue.features], dim=-2)
+    return current if queue.features is None or len(queue) == 0 else torch.cat([current, queue.features], dim=-2)

@@ -70,7 +70,9 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
 def read_samples(path: str) -> tuple[Samples, SyntheticLanguage | None]:
     """samples.jsonl: one object a line with a non-empty string `text` and optional `ids`, the
     token ids of the text, all of one length. Returns the samples and their language, if synthetic."""
-    texts, ids, lines = [], [], []
+    texts: list[str] = []
+    ids: list[list[int] | None] = []
+    lines: list[int] = []
     for number, row in read_jsonl(path, "text", "samples", "samples"):
         row_ids = row.get("ids")
         if not row["text"].strip():
@@ -88,7 +90,8 @@ def read_samples(path: str) -> tuple[Samples, SyntheticLanguage | None]:
     for number, row_ids in zip(lines, ids):
         if language is not None and row_ids is not None and max(row_ids) >= language.num_data_tokens:
             raise InputError(f"{path}:{number}: id {max(row_ids)} is outside the synthetic language's {language.num_data_tokens} tokens")
-    return Samples(texts, ids if all(i is not None for i in ids) else None), language
+    complete = [i for i in ids if i is not None]
+    return Samples(texts, complete if len(complete) == len(ids) else None), language
 
 
 def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec, seq_len: int | None) -> dict:
@@ -101,7 +104,7 @@ def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec,
             max_length=seq_len,
         ))
     if "entropy" in evaluation.metrics:
-        tokens = samples.ids or [text.split() for text in samples.texts]
+        tokens: list[list[int]] | list[list[str]] = samples.ids or [text.split() for text in samples.texts]
         result["entropy"] = sample_entropy(tokens)
     if "ngram_jsd" in evaluation.metrics:
         reference = _reference_texts(evaluation.reference, language, len(samples.texts), seq_len, spec.seed)

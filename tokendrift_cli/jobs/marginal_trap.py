@@ -63,7 +63,8 @@ def _exact(spec: TrapCommandSpec, rng: np.random.Generator, run: RunDir) -> dict
     contexts, tables = _bound_contexts(language, trap.k, trap.max_span, trap.num_contexts, trap.seq_len, spec.seed)
     by_step = {}
     for s in range(1, trap.k + 1):
-        valid, invalid = 0, {}
+        valid = 0
+        invalid: dict[str, int] = {}
         for i, ((ids, slots), table) in enumerate(zip(contexts, tables)):
             share = trap.num_samples // len(tables) + (i < trap.num_samples % len(tables))
             if share == 0:
@@ -246,7 +247,7 @@ def _plot_heatmap(run: RunDir, table: JointTable, title: str, language: Syntheti
     for combo, p in table.probs.items():
         pairs[combo[:2]] = pairs.get(combo[:2], 0.0) + p
     two = JointTable(pairs)
-    rows, cols = (sorted(m, key=m.get, reverse=True)[:12] for m in two.marginals)
+    rows, cols = (sorted(m, key=m.__getitem__, reverse=True)[:12] for m in two.marginals)
     label = (lambda t: language.vocab[t]) if language is not None and isinstance(rows[0], int) else str
     fig, axes = subplots(ncols=2, width=4.5)
     for ax, name, value in ((axes[0, 0], "joint", lambda a, b: pairs.get((a, b), 0.0)),

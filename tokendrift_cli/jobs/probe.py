@@ -188,7 +188,7 @@ def _plots(run: RunDir, rows: list[dict]) -> None:
     for r in rows:
         for token, count in r["top1_tokens"]:
             totals[token] = totals.get(token, 0) + count
-    frequent = sorted(totals, key=totals.get, reverse=True)[:15]
+    frequent = sorted(totals, key=totals.__getitem__, reverse=True)[:15]
     grid = [[dict(r["top1_tokens"]).get(token, 0) for r in rows] for token in frequent]
     fig, axes = subplots(width=8, height=0.3 * len(frequent) + 1.5)
     axes[0, 0].imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")

@@ -387,7 +387,8 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def _resume(run: RunDir, accelerator: Accelerator) -> int:
-    checkpoint = run.latest_checkpoint()  # check_resume made sure there is one
+    checkpoint = run.latest_checkpoint()
+    assert checkpoint is not None  # check_resume made sure there is one
     try:
         accelerator.load_state(str(checkpoint))
     except (OSError, RuntimeError, KeyError, ValueError) as err:  # truncated, or saved by another model

@@ -41,7 +41,7 @@ class HFJudge:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = torch.device(device or default_device())
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers wraps Module.to with functools.wraps, whose hints take self first
         self.name = name_or_path
         self.batch_size = batch_size
         config = self.model.config

@@ -33,5 +33,5 @@ def gen_ppl(
         return {"judge": name, "gen_ppl": scored.gen_ppl, "gen_ppl_accepted": scored.gen_ppl_accepted, "acceptance": scored.acceptance}
     from tokendrift_cli.metrics.genppl import HFJudge
 
-    scored = HFJudge(name, batch_size=batch_size, dtype=dtype).score(texts, max_length=max_length)
-    return {"judge": name, "gen_ppl": scored.gen_ppl, "judged_tokens": scored.num_tokens, "protocol": "duo: retokenize, eos-pad, chunk, first-eos"}
+    judged = HFJudge(name, batch_size=batch_size, dtype=dtype).score(texts, max_length=max_length)
+    return {"judge": name, "gen_ppl": judged.gen_ppl, "judged_tokens": judged.num_tokens, "protocol": "duo: retokenize, eos-pad, chunk, first-eos"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Sequence
+from typing import Hashable, Sequence
 
 
-def sample_entropy(samples: Sequence[Sequence[int]]) -> float:
+def sample_entropy(samples: Sequence[Sequence[Hashable]]) -> float:
     """Mean over samples of the entropy (nats) of each sample's own token counts, as the DUO
     repository's `record_entropy` computes it. Repetitive samples score low."""
     entropies = []

@@ -75,7 +75,8 @@ class JointTable:
         """Monte-Carlo: each step draws `tokens_per_step` of the remaining slots (left to right)
         independently from their marginals given the slots decided so far. Returns the validity
         and the counts of invalid combinations drawn."""
-        valid, invalid = 0, {}
+        valid = 0
+        invalid: dict[Combo, int] = {}
         for _ in range(num_samples):
             decided: dict[int, object] = {}
             remaining = list(range(self.k))
@@ -99,7 +100,7 @@ def joint_from_language(language, ids: torch.Tensor, slots: list[int]) -> JointT
     language's exact conditional marginals (branches of probability 0 are pruned)."""
     masked = torch.zeros_like(ids, dtype=torch.bool)
     masked[slots] = True
-    partial = [((), 1.0, ids.clone())]
+    partial: list[tuple[Combo, float, torch.Tensor]] = [((), 1.0, ids.clone())]
     for depth, slot in enumerate(slots):
         batch = torch.stack([row for _, _, row in partial])
         still = masked.clone()
@@ -121,7 +122,9 @@ def parse_joint(data: object, source: str) -> JointTable:
 
     if not isinstance(data, dict) or not data:
         raise InputError(f"{source}: expected a non-empty JSON object of combination → probability")
-    table, keys, arity = {}, {}, None
+    table: dict[Combo, float] = {}
+    keys: dict[Combo, str] = {}
+    arity = None
     for key, value in data.items():
         combo = tuple(str(key).split())
         if arity is None:

@@ -61,7 +61,7 @@ def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
 
     local = locate(model_ref)
     if is_denoiser(local):  # ours, a released MDLM / DUO (folder or .ckpt): the loader every command uses
-        model = load_denoiser(model_ref, weights=spec.weights).to(DTYPES[spec.dtype])
+        model = load_denoiser(model_ref, weights=spec.weights).to(DTYPES[spec.dtype])  # type: ignore[arg-type]  # transformers wraps Module.to with functools.wraps, whose hints take self first
         tokenizer = load_tokenizer_for(model_ref)
         mask_id = spec.mask_id if spec.mask_id is not None else model.config.mask_token_id
         if mask_id is None:

@@ -9,6 +9,7 @@ shape. The table is in docs/checkpoints.md.
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 import torch
 
@@ -20,9 +21,10 @@ PREFIXES = ("backbone.", "model.backbone.", "module.backbone.")
 DROPPED = re.compile(r"^(rotary_emb\.inv_freq)$")
 # The tensors whose shapes give the model's sizes.
 SIZED_BY = ("vocab_embed.embedding", "sigma_map.mlp.0.weight", "sigma_map.mlp.2.weight", "blocks.0.mlp.0.weight")
+Value = TypeVar("Value")  # a tensor, or None where only the names are read
 
 
-def strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def strip_prefix(state_dict: dict[str, Value]) -> dict[str, Value]:
     """Keep the denoiser's entries (EMA shadows, noise schedules, teachers are other prefixes)."""
     for prefix in PREFIXES:
         if any(key.startswith(prefix) for key in state_dict):

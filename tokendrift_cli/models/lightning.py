@@ -33,6 +33,10 @@ _ALLOWED = {
 class Opaque:
     """An object of a class we do not import: its pickled arguments, items and state; none of its code runs."""
 
+    args: tuple[Any, ...]
+    items: list[Any]
+    state: Any
+
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
         obj.args, obj.items, obj.state = args, [], None

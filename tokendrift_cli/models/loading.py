@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -89,7 +90,7 @@ def build_denoiser(spec: ModelSpec, tokenizer, seq_len: int) -> DiTModel:
         return load_denoiser(spec.init, backbone=spec.backbone, weights=spec.init_weights)
     backbone = spec.backbone or "mdlm"
     data_vocab = data_vocab_size(tokenizer)
-    overrides = {"max_position_embeddings": seq_len, "backbone": backbone}
+    overrides: dict[str, Any] = {"max_position_embeddings": seq_len, "backbone": backbone}
     if backbone == "mdlm":  # the absorbing state is one extra id after the data tokens
         overrides.update(vocab_size=data_vocab + 1, mask_token_id=data_vocab)
     else:
@@ -159,16 +160,21 @@ def _agree(found: str | None, requested: str | None, source: Path) -> str:
     """The backbone: the checkpoint's, which a requested one must match; the request only where the checkpoint is silent."""
     if found is not None and requested is not None and found != requested:
         raise InputError(f"model.backbone: {requested}, but {source} is a {found} checkpoint")
-    if found is None and requested is None:
-        raise InputError(f"model: {source}: the checkpoint does not record whether it is MDLM or DUO; set model.backbone (train --backbone)")
-    return found or requested
+    if found is None:
+        if requested is None:
+            raise InputError(f"model: {source}: the checkpoint does not record whether it is MDLM or DUO; set model.backbone (train --backbone)")
+        return requested
+    return found
 
 
 def _from_ours(folder: Path) -> DiTModel:
     from safetensors import SafetensorError
 
+    model: DiTModel
+    info: dict[str, list]
     try:
-        model, info = DiTModel.from_pretrained(folder, output_loading_info=True)
+        # With output_loading_info it returns (model, info); transformers' hints give only the model.
+        model, info = DiTModel.from_pretrained(folder, output_loading_info=True)  # type: ignore[misc]
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # truncated or corrupt files
         raise InputError(f"model: {folder}: cannot be read ({first_line(err)})") from None
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
@@ -218,7 +224,9 @@ def _lightning_process(config: dict, path: Path) -> tuple[str | None, bool | Non
     """(backbone, time conditioning) from an MDLM or DUO run's Hydra config: DUO's repository
     nests them under `algo`, MDLM's has them at the top level; the parameterization tells the
     process (subs: MDLM, mean: DUO). (None, None) when the checkpoint has no such config."""
-    algo = config.get("algo") if isinstance(config.get("algo"), dict) else config
+    algo = config.get("algo")
+    if not isinstance(algo, dict):
+        algo = config
     parameterization = algo.get("parameterization")
     if parameterization is None:
         return None, None

@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional, TypeVar, Union
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from tokendrift_cli.errors import SpecError
 from tokendrift_cli.files import read_user_text
@@ -179,12 +180,12 @@ class TrapCommandSpec(StrictModel):
         model = _model_facts(info)
         if model and model.length is not None and self.trap.seq_len > model.length:
             raise ValueError(f"trap.seq_len: {self.trap.seq_len} is above the model's length ({model.length})")
-        if model and self.trap.top_m >= model.vocab_size:
+        if model and model.vocab_size is not None and self.trap.top_m >= model.vocab_size:
             raise ValueError(f"trap.top_m: {self.trap.top_m} is above the {model.vocab_size - 1} ids the model can predict")
         return self
 
 
-COMMAND_SPECS: dict[str, type[StrictModel]] = {
+COMMAND_SPECS: dict[str, type[AnySpec]] = {
     "train": TrainSpec,
     "sample": SampleSpec,
     "eval": EvalSpec,
@@ -198,10 +199,12 @@ Section = TypeVar("Section", bound=StrictModel)
 
 def spec_field(command: str, dotted: str) -> FieldInfo:
     """The field of `command`'s spec that a dotted key (optim.lr) names."""
-    model = COMMAND_SPECS[command]
+    model: type[StrictModel] = COMMAND_SPECS[command]
     *sections, name = dotted.split(".")
     for section in sections:
-        model = model.model_fields[section].annotation
+        inner = model.model_fields[section].annotation
+        assert isinstance(inner, type) and issubclass(inner, StrictModel), f"{dotted}: {section} is not a section"
+        model = inner
     return model.model_fields[name]
 
 
@@ -330,7 +333,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     field = ".".join(str(part) for part in error["loc"])
     message = error["msg"]
     if error["type"] == "value_error":  # our own validators' words, without pydantic's "Value error, "

@@ -13,6 +13,7 @@ class StrictModel(BaseModel):
     @classmethod
     def _bool_only_where_bool(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic reads true as 1 in a number field, so `--set seed=true` would pass as seed 1.
+        assert info.field_name is not None  # always set for a field validator
         if isinstance(value, bool) and not _admits_bool(cls.model_fields[info.field_name].annotation):
             raise ValueError("not a true/false field")
         return value
