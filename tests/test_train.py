@@ -201,14 +201,18 @@ def test_train_reports_quality_before_and_after_at_its_nfe(cli, tmp_path, traine
     assert quality["before"] != quality["after"]
 
 
+def _builtin_data(cache: Path) -> list[str]:
+    """Small synthetic data in its own cache, so the builtin checkpoint is built there (BUILTIN_STEPS patched)."""
+    return ["--set", f"data.cache_dir={cache}", "--set", "data.num_train=128", "--set", "data.num_valid=32",
+            "--set", "data.seq_len=16", "--set", "optim.batch_size=8", "--set", "logging.eval_every=0"]
+
+
 def test_builtin_init_is_pretrained_once_then_read_from_the_cache(cli, tmp_path, monkeypatch):
     from tokendrift_cli.jobs import train
 
     monkeypatch.setattr(train, "BUILTIN_STEPS", 3)
     cache = tmp_path / "cache"
-    common = ["--max-steps", "1", "--json", "--set", f"data.cache_dir={cache}", "--set", "data.num_train=128",
-              "--set", "data.num_valid=32", "--set", "data.seq_len=16", "--set", "optim.batch_size=8",
-              "--set", "quality.num_samples=8", "--set", "logging.eval_every=0"]
+    common = ["--max-steps", "1", "--json", *_builtin_data(cache), "--set", "quality.num_samples=8"]
     code, stdout, stderr = cli("train", "--out", str(tmp_path / "first"), *common)
     assert code == 0, stderr
     init = Path(json.loads(stdout)["init"])
@@ -236,10 +240,8 @@ def test_the_builtin_build_leaves_the_run_its_own_accelerate_settings(tmp_path):
     on the cached checkpoint. Real processes: Accelerate's state is process-wide."""
     driver = ("import sys; import tokendrift_cli.jobs.train as train; train.BUILTIN_STEPS = 3; "
               "from tokendrift_cli.cli import app; app(sys.argv[1:], prog_name='tokendrift')")
-    common = ["train", "--max-steps", "2", "--quiet", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.num_train=128",
-              "--set", "data.num_valid=32", "--set", "data.seq_len=16", "--set", "optim.batch_size=8", "--set", "quality.num_samples=0",
-              "--set", "logging.eval_every=0", "--set", "logging.log_every=1", "--set", "optim.grad_accum=2",
-              "--set", "optim.mixed_precision=bf16"]
+    common = ["train", "--max-steps", "2", "--quiet", *_builtin_data(tmp_path / "cache"), "--set", "quality.num_samples=0",
+              "--set", "logging.log_every=1", "--set", "optim.grad_accum=2", "--set", "optim.mixed_precision=bf16"]
     for name in ("first", "cached"):
         done = subprocess.run([sys.executable, "-c", driver, *common, "--out", str(tmp_path / name)], capture_output=True, text=True,
                               env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
@@ -254,9 +256,7 @@ def test_an_interrupted_builtin_build_starts_over_under_its_lock(cli, tmp_path, 
 
     monkeypatch.setattr(train, "BUILTIN_STEPS", 3)
     cache = tmp_path / "cache"
-    common = ["--max-steps", "1", "--json", "--set", f"data.cache_dir={cache}", "--set", "data.num_train=128",
-              "--set", "data.num_valid=32", "--set", "data.seq_len=16", "--set", "optim.batch_size=8",
-              "--set", "quality.num_samples=0", "--set", "logging.eval_every=0"]
+    common = ["--max-steps", "1", "--json", *_builtin_data(cache), "--set", "quality.num_samples=0"]
     code, stdout, stderr = cli("train", "--out", str(tmp_path / "first"), *common)
     assert code == 0, stderr
     init = Path(json.loads(stdout)["init"])
