@@ -81,6 +81,10 @@ def run_folder(work: Path, backbone: str, name: str, seed: int) -> Path:
     return work / f"{backbone}-{''.join(c if c.isalnum() else '-' for c in name)}" / f"seed{seed}"
 
 
+def eval_folder(run: Path) -> Path:
+    return run.with_name(run.name + "-eval")
+
+
 def ablate(backbone: str, name: str, overrides: list[str] | None, init: Path, lr: float, plan: dict, work: Path, seed: int) -> None:
     out = run_folder(work, backbone, name, seed)
     objective = ["--objective", "diffusion"] if overrides is None else ["--objective", "tokendrift"]
@@ -94,7 +98,7 @@ def ablate(backbone: str, name: str, overrides: list[str] | None, init: Path, lr
     )
     tokendrift(
         "eval", "--model", str(out), "--nfe", plan["nfes"], "--genppl-model", "oracle",
-        "--num-samples", str(plan["num_samples"]), "--seed", str(seed), out=out.with_name(out.name + "-eval"),
+        "--num-samples", str(plan["num_samples"]), "--seed", str(seed), out=eval_folder(out),
     )
 
 
@@ -102,7 +106,7 @@ def finished_rows(jobs: list[tuple[int, str, str]], work: Path) -> list[dict]:
     """The judged rows of every job whose evaluation finished, whichever process ran it."""
     rows = []
     for seed, name, backbone in jobs:
-        judged = run_folder(work, backbone, name, seed).with_name(f"seed{seed}-eval") / "results.json"
+        judged = eval_folder(run_folder(work, backbone, name, seed)) / "results.json"
         if judged.is_file():
             rows += [{"backbone": backbone, "setting": name, "overrides": SETTINGS[name][1], "seed": seed, "nfe": r["nfe"],
                       "gen_ppl": r["gen_ppl"], "entropy": r["entropy"], "acceptance": r["acceptance"]}
