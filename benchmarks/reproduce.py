@@ -32,9 +32,9 @@ from pathlib import Path
 
 # The NFE sweep stops at the sequence length: a sampler makes at most one call per position.
 PLANS = {
-    "full": dict(pretrain_steps=3000, sweep_steps=500, continue_steps=1000, checkpoint_every=100, num_samples=256,
+    "full": dict(pretrain_steps=3000, pretrain_lr=3e-4, pretrain_warmup=50, sweep_steps=500, continue_steps=1000, checkpoint_every=100, num_samples=256,
                  batch_size=64, seq_len=32, lrs=[3e-5, 1e-4, 3e-4], seeds=[0, 1, 2], nfes=[4, 8, 16, 32]),
-    "quick": dict(pretrain_steps=30, sweep_steps=4, continue_steps=10, checkpoint_every=5, num_samples=16,
+    "quick": dict(pretrain_steps=30, pretrain_lr=3e-4, pretrain_warmup=5, sweep_steps=4, continue_steps=10, checkpoint_every=5, num_samples=16,
                   batch_size=8, seq_len=16, lrs=[1e-3], seeds=[0, 1], nfes=[4, 8, 16]),
 }
 DYNAMICS_NFES = [4, 16]
@@ -66,8 +66,10 @@ class Study:
 
     def pretrain(self, backbone: str) -> Path:
         out = self.work / f"{backbone}-init"
+        # From scratch, so at a from-scratch rate (train's defaults are for continual training).
         tokendrift("train", *self.common(backbone, 0), "--objective", "diffusion", "--init", "none",
-                   "--max-steps", str(self.plan["pretrain_steps"]), out=out)
+                   "--max-steps", str(self.plan["pretrain_steps"]), "--lr", str(self.plan["pretrain_lr"]),
+                   "--set", f"optim.warmup_steps={self.plan['pretrain_warmup']}", out=out)
         return out
 
     def continue_(self, backbone: str, arm: str, lr: float, seed: int, steps: int, name: str) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,10 @@ def test_reproduce_quick(tmp_path):
     steps = sorted({d["step"] for d in result["dynamics"] if d["backbone"] == "mdlm" and d["arm"] == "tokendrift"})
     assert steps == [0, 5, 10]
     assert "reduction" in (tmp_path / "reproduce-quick.md").read_text()
+    # The pretraining recipe is the plan's, not train's defaults (those are for continual training
+    # and have changed under the committed results once).
+    pretrained = yaml.safe_load((tmp_path / "runs-quick" / "mdlm-init" / "spec.yaml").read_text())["optim"]
+    assert (pretrained["lr"], pretrained["warmup_steps"]) == (3e-4, 5)
     for name in ("genppl_vs_nfe-quick.png", "genppl_vs_step-quick.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     # A second run finds every step done and runs nothing again.
