@@ -105,6 +105,25 @@ def test_speed_quick(tmp_path):
     assert "TokenDrift step (tiny) costs" in done.stdout
 
 
+def test_speed_times_full_queues(monkeypatch):
+    """speed.py times TokenDrift in its steady state: both queues full of the warm-up's features
+    (the newest last, as FIFO order has them); a queue of size 0 stays empty."""
+    from types import SimpleNamespace
+
+    from tokendrift_cli.drift.queue import FeatureQueue
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import speed
+
+    objective = SimpleNamespace(real_queue=FeatureQueue(20), gen_queue=FeatureQueue(0))
+    warm_up = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)  # [sets, batch 3, features]
+    objective.real_queue.push(warm_up)
+    objective.gen_queue.push(warm_up)
+    speed.fill_queues(objective)
+    assert len(objective.real_queue) == 20 and len(objective.gen_queue) == 0
+    assert torch.equal(objective.real_queue.features, torch.cat([warm_up] * 7, dim=1)[:, -20:])
+
+
 def test_learned_judge_scores_by_hand(tmp_path, cli):
     """A judge saved as train_judge.py saves it, through `tokendrift eval --samples`, against a hand count.
 
