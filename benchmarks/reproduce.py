@@ -42,11 +42,12 @@ ARMS = ["init", "baseline", "tokendrift"]
 OBJECTIVE = {"baseline": "diffusion", "tokendrift": "tokendrift"}
 
 
-def tokendrift(*args: str, out: Path) -> dict:
-    """Run one `tokendrift` command into `out`, or read its result if it finished before."""
-    if (out / "results.json").is_file():
+def tokendrift(*args: str, out: Path, fresh: bool = True) -> dict:
+    """Run one `tokendrift` command into `out`, or read its result if it finished before.
+    fresh=False runs it whatever `out` holds (a `train --resume` that continues it)."""
+    if fresh and (out / "results.json").is_file():
         return json.loads((out / "results.json").read_text())
-    if out.exists():  # interrupted: start that step again
+    if fresh and out.exists():  # interrupted: start that step again
         shutil.rmtree(out)
     print("$ tokendrift " + " ".join(shlex.quote(a) for a in [*args, "--out", str(out)]), flush=True)
     done = subprocess.run([sys.executable, "-m", "tokendrift_cli", *args, "--out", str(out), "--json", "--quiet"],

@@ -10,6 +10,7 @@ import torch
 
 from tokendrift_cli.diffusion import make_process
 from tokendrift_cli.models.dit import as_denoiser
+from tokendrift_cli.models.exact import is_exact, load_exact
 from tokendrift_cli.models.loading import default_device, load_denoiser, load_tokenizer_for
 from tokendrift_cli.runs import train_run
 from tokendrift_cli.spec.diffusion import DiffusionSpec
@@ -24,12 +25,17 @@ class Generation:
     seconds: float
 
 
-def load_for_sampling(reference: str, weights: str = "ema"):
-    """The denoiser, its tokenizer and its diffusion process (with the training run's settings if known)."""
-    model = load_denoiser(reference, weights=weights).to(default_device()).eval()  # type: ignore[arg-type]  # transformers wraps Module.to with functools.wraps, whose hints take self first
-    tokenizer = load_tokenizer_for(reference)
-    run = train_run(reference)  # a train run samples with the process it was trained with
-    diffusion = run.recorded("diffusion", DiffusionSpec) if run else DiffusionSpec()
+def load_for_sampling(reference: str, weights: str = "ema", seq_len: int | None = None):
+    """The denoiser, its tokenizer and its diffusion process (with the training run's settings if
+    known). `exact:mdlm` / `exact:duo` is the synthetic language's exact denoiser, at `seq_len`."""
+    if is_exact(reference):
+        model, tokenizer = load_exact(reference, seq_len)
+        diffusion = DiffusionSpec()
+    else:
+        model = load_denoiser(reference, weights=weights).to(default_device()).eval()  # type: ignore[arg-type]  # transformers wraps Module.to with functools.wraps, whose hints take self first
+        tokenizer = load_tokenizer_for(reference)
+        run = train_run(reference)  # a train run samples with the process it was trained with
+        diffusion = run.recorded("diffusion", DiffusionSpec) if run else DiffusionSpec()
     process = make_process(
         model.config.backbone, diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
     )
@@ -39,7 +45,7 @@ def load_for_sampling(reference: str, weights: str = "ema"):
 @torch.no_grad()
 def generate(model, process, sampling: SamplerSpec, nfe: int, seed: int, ui: UI) -> Generation:
     """`sampling.num_samples` sequences of `nfe` calls each, in batches, one seeded generator for the whole run."""
-    device = next(model.parameters()).device
+    device = model.device
     seq_len = sampling.seq_len or model.config.max_position_embeddings
     generator = torch.Generator(device=device).manual_seed(seed)
     all_ids, all_nfe = [], []

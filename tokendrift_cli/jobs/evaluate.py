@@ -40,7 +40,7 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
         samples, language = read_samples(spec.samples)
         rows.append({"source": spec.samples, "nfe": None, **_score(samples, language, spec, None)})
     for reference in spec.models or ([] if spec.samples else [latest_train_run()]):
-        model, tokenizer, process = load_for_sampling(reference, spec.weights)
+        model, tokenizer, process = load_for_sampling(reference, spec.weights, spec.sampling.seq_len)
         check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
         language = _language_for_model(reference, tokenizer)
         val_ppl = _val_ppl(reference, model, process, language, spec) if "val_ppl" in evaluation.metrics else None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tokendrift_cli.data.synthetic import SyntheticLanguage
+from tokendrift_cli.data.synthetic.exact import CHANNEL_EPSILON
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.metrics.text_stats import sample_entropy
 
@@ -34,7 +35,7 @@ class OracleResult:
 class OracleJudge:
     name = "oracle"
 
-    def __init__(self, language: SyntheticLanguage, epsilon: float = 1e-3):
+    def __init__(self, language: SyntheticLanguage, epsilon: float = CHANNEL_EPSILON):
         self.language = language
         self.epsilon = epsilon
 

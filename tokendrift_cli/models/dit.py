@@ -20,6 +20,8 @@ from transformers.modeling_outputs import MaskedLMOutput
 # name → (hidden_size, layers, heads, cond_dim, max length, dropout)
 SIZES: dict[str, dict] = {
     "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, cond_dim=64, max_position_embeddings=128, dropout=0.0),
+    # About 6x tiny's compute: the larger CPU model of the init study (benchmarks/init_study.py).
+    "mini": dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, cond_dim=128, max_position_embeddings=128, dropout=0.0),
     "small": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, cond_dim=128, max_position_embeddings=1024, dropout=0.1),
 }
 

@@ -20,7 +20,9 @@ class ModelSpec(StrictModel):
     backbone: Optional[Literal["mdlm", "duo"]] = Field(
         None, description="masked (mdlm) or uniform-state (duo) diffusion; default: the init checkpoint's (it must agree when given), else mdlm"
     )
-    size: Literal["tiny", "small"] = Field("tiny", description="DiT size when training from scratch: tiny (CPU) or small (12 layers, 768 hidden, as in the papers)")
+    size: Literal["tiny", "mini", "small"] = Field(
+        "tiny", description="DiT size when training from scratch: tiny (CPU), mini (6 layers, 256 hidden: ~6x tiny) or small (12 layers, 768 hidden, as in the papers)"
+    )
     init: Optional[NonEmpty] = Field(
         BUILTIN,
         description="checkpoint to continue from: 'builtin' (the toolkit's own model of the synthetic language, pretrained "

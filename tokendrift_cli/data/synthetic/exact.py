@@ -10,6 +10,9 @@ import torch
 
 from tokendrift_cli.data.synthetic.automaton import Automaton
 
+# The oracle's noisy channel: each token is the language's word with probability 1 - epsilon.
+CHANNEL_EPSILON = 1e-3
+
 
 class ExactStatistics(Automaton):
     """What the language says of given sequences, and its entropy, computed exactly on the automaton."""
@@ -62,42 +65,68 @@ class ExactStatistics(Automaton):
 
     def marginals(self, ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Exact P(x_t = v | observed positions) for every position: [..., L, V] (float64).
-
-        Observed rows are one-hot. Forward–backward over the automaton's states, rescaled at
-        every step so long sequences do not underflow.
-        """
+        Observed rows are one-hot; observed tokens the language cannot produce are an error."""
         ids, masked = torch.as_tensor(ids), torch.as_tensor(masked, dtype=torch.bool)
-        shape = ids.shape
-        ids, masked = ids.reshape(-1, shape[-1]), masked.reshape(-1, shape[-1])
-        batch, length = ids.shape
-        any_word = self.transition.sum(1)  # [S, S]: a masked position may be any word
+        seen = torch.nn.functional.one_hot(ids, self.vocab_size).to(torch.float64)
+        probs, log_evidence = self.posterior(torch.where(masked.unsqueeze(-1), torch.ones_like(seen), seen))
+        impossible = torch.isinf(log_evidence.reshape(-1))
+        if impossible.any():
+            bad = int(torch.nonzero(impossible)[0])
+            raise ValueError(f"sequence {bad}: the observed tokens have probability 0 under the language")
+        return probs
 
-        def step_matrix(t: int) -> torch.Tensor:  # [B, S, S]
-            observed = self.transition[:, ids[:, t], :].permute(1, 0, 2)
-            return torch.where(masked[:, t, None, None], any_word, observed)
+    def channel_likelihood(self, ids: torch.Tensor, keep: torch.Tensor | float) -> torch.Tensor:
+        """P(seeing ids[t] | word v) [..., L, V] for a channel that keeps the word with probability
+        `keep` ([...] or a number) and otherwise shows a uniformly random data token: the oracle's
+        noisy reading (keep = 1 - epsilon) and DUO's forward process (keep = alpha_t) alike."""
+        keep = torch.as_tensor(keep, dtype=torch.float64)
+        keep = keep.reshape(*keep.shape, 1, 1)
+        seen = torch.nn.functional.one_hot(torch.as_tensor(ids), self.vocab_size).to(torch.float64)
+        is_data = torch.ones(self.vocab_size, dtype=torch.float64)
+        is_data[self.num_data_tokens:] = 0  # [MASK] is never shown by the channel
+        return keep * seen + (1 - keep) * is_data / self.num_data_tokens
 
+    def posterior(self, likelihood: torch.Tensor, present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """P(word at t = v | evidence) [..., L, V] and log P(evidence) [...], for evidence that bears
+        on each position alone given the words: likelihood[..., t, v] = P(what is seen at t | word v)
+        (a masked position: all ones; an observed one: one-hot; a noisy one: `channel_likelihood`).
+
+        Forward–backward over the automaton in float64, rescaled at every step. Positions where
+        `present` is False (left padding) are skipped: no word, no step of the automaton; their
+        rows are zero. Where no sequence of the language explains the evidence, log P = -inf and
+        the rows are zero.
+        """
+        shape = likelihood.shape
+        lik = likelihood.reshape(-1, shape[-2], shape[-1]).to(torch.float64)
+        batch, length, _ = lik.shape
+        here = torch.ones(batch, length, dtype=torch.bool) if present is None else present.reshape(batch, length).bool()
         num_states = len(self.states)
+        stay = torch.eye(num_states, dtype=torch.float64)
+
+        def step_matrix(t: int) -> torch.Tensor:  # [B, S, S]: emit a word seen as at t, and move
+            moves = torch.einsum("svu,bv->bsu", self.transition, lik[:, t])
+            return torch.where(here[:, t, None, None], moves, stay)
+
+        def rescaled(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            total = values.sum(1, keepdim=True)
+            return values / torch.where(total > 0, total, 1.0), total.squeeze(1)
+
         alpha = torch.zeros(batch, length + 1, num_states, dtype=torch.float64)
         alpha[:, 0, 0] = 1.0
+        log_evidence = torch.zeros(batch, dtype=torch.float64)
         for t in range(length):
-            a = torch.bmm(alpha[:, t : t + 1], step_matrix(t)).squeeze(1)
-            total = a.sum(1, keepdim=True)
-            if (total == 0).any():
-                bad = int(torch.nonzero(total.squeeze(1) == 0)[0])
-                raise ValueError(f"sequence {bad}: the observed tokens have probability 0 under the language")
-            alpha[:, t + 1] = a / total
+            alpha[:, t + 1], total = rescaled(torch.bmm(alpha[:, t : t + 1], step_matrix(t)).squeeze(1))
+            log_evidence += total.log()
         beta = torch.ones(batch, length + 1, num_states, dtype=torch.float64)
         for t in range(length - 1, -1, -1):
-            b = torch.bmm(step_matrix(t), beta[:, t + 1].unsqueeze(2)).squeeze(2)
-            beta[:, t] = b / b.sum(1, keepdim=True)
+            beta[:, t], _ = rescaled(torch.bmm(step_matrix(t), beta[:, t + 1].unsqueeze(2)).squeeze(2))
 
-        # P(x_t = v, obs) ∝ Σ_s alpha_{t-1}(s) emit[s, v] beta_t(next[s, v]).
-        after = beta[:, 1:, :][:, :, self.next_state]  # [B, L, S, V]
-        joint = torch.einsum("bls,sv,blsv->blv", alpha[:, :-1], self.emit, after)
-        probs = joint / joint.sum(-1, keepdim=True)
-        one_hot = torch.nn.functional.one_hot(ids, self.vocab_size).to(torch.float64)
-        probs = torch.where(masked.unsqueeze(-1), probs, one_hot)
-        return probs.reshape(*shape, self.vocab_size)
+        # P(x_t = v, evidence) ∝ Σ_s,u alpha_t(s) transition[s, v, u] beta_t+1(u) · likelihood[t, v].
+        joint = torch.einsum("bls,svu,blu->blv", alpha[:, :-1], self.transition, beta[:, 1:]) * lik
+        joint = joint * here.unsqueeze(-1)
+        total = joint.sum(-1, keepdim=True)
+        probs = joint / torch.where(total > 0, total, 1.0)
+        return probs.reshape(shape), log_evidence.reshape(shape[:-2])
 
     def entropy(self, seq_len: int) -> float:
         """Exact entropy per token of length-L sequences, H(X_1..L) / L, in nats.
