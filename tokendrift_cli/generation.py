@@ -36,10 +36,13 @@ def load_for_sampling(reference: str, weights: str = "ema", seq_len: int | None 
         tokenizer = load_tokenizer_for(reference)
         run = train_run(reference)  # a train run samples with the process it was trained with
         diffusion = run.recorded("diffusion", DiffusionSpec) if run else DiffusionSpec()
-    process = make_process(
-        model.config.backbone, diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
-    )
-    return model, tokenizer, process
+    return model, tokenizer, process_for(model, diffusion)
+
+
+def process_for(model, diffusion: DiffusionSpec):
+    """The diffusion process a denoiser samples with: its backbone's, with its vocabulary and time conditioning."""
+    config = model.config
+    return make_process(config.backbone, diffusion, config.vocab_size, config.mask_token_id, config.time_conditioning)
 
 
 @torch.no_grad()

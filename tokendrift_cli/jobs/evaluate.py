@@ -18,11 +18,14 @@ from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.generation import generate, load_for_sampling
 from tokendrift_cli.metrics.judging import gen_ppl, judge_name
+from tokendrift_cli.metrics.oracle import OracleJudge
 from tokendrift_cli.metrics.text_stats import ngram_jsd, sample_entropy
+from tokendrift_cli.models.exact import is_exact
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import RunDir, latest_train_run, train_run
 from tokendrift_cli.spec import EvalSpec, ModelFacts, check_against_model
 from tokendrift_cli.spec.data import DataSpec
+from tokendrift_cli.standing import Standing
 from tokendrift_cli.ui import UI
 
 
@@ -39,31 +42,41 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
     if spec.samples:
         samples, language = read_samples(spec.samples)
         rows.append({"source": spec.samples, "nfe": None, **_score(samples, language, spec, None)})
+    standing: Standing | None = None
     for reference in spec.models or ([] if spec.samples else [latest_train_run()]):
         model, tokenizer, process = load_for_sampling(reference, spec.weights, spec.sampling.seq_len)
         check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
         language = _language_for_model(reference, tokenizer)
+        oracle = language is not None and judge_name(evaluation.genppl_model, language) == "oracle" and "genppl" in evaluation.metrics
+        if oracle and standing is None:
+            standing = Standing(language, OracleJudge(language, evaluation.oracle_epsilon), spec.sampling, spec.seed, ui)
         val_ppl = _val_ppl(reference, model, process, language, spec) if "val_ppl" in evaluation.metrics else None
         for nfe in evaluation.nfe:
             generation = generate(model, process, spec.sampling, nfe, spec.seed, ui)
             ids = generation.ids.tolist()
             samples = Samples(tokenizer.batch_decode(ids), ids)
-            row = {"source": reference, "nfe": nfe, "nfe_used": float(generation.nfe_used.float().mean())}
+            row = {"source": reference, "backbone": model.config.backbone, "nfe": nfe, "nfe_used": float(generation.nfe_used.float().mean())}
             row.update(_score(samples, language, spec, generation.ids.shape[1]))
+            if oracle and standing is not None:
+                if is_exact(reference) and "entropy" in row and model.epsilon == evaluation.oracle_epsilon:
+                    standing.remember(model.config.backbone, nfe, generation.ids.shape[1], row)
+                row.update(standing.place(row["gen_ppl"], model.config.backbone, nfe, generation.ids.shape[1]))
             if val_ppl is not None:
                 row["val_ppl"] = val_ppl
             rows.append(row)
-        if language is not None and judge_name(evaluation.genppl_model, language) == "oracle":
-            from tokendrift_cli.metrics.oracle import OracleJudge
+        if oracle and language is not None:
+            floor = OracleJudge(language, evaluation.oracle_epsilon).floor(generation.ids.shape[1], spec.sampling.num_samples, spec.seed + 1)
 
-            judge = OracleJudge(language, evaluation.oracle_epsilon)
-            floor = judge.floor(generation.ids.shape[1], spec.sampling.num_samples, spec.seed + 1)
-
-    columns = ["source", "nfe", "gen_ppl", "entropy", "acceptance", "ngram_jsd", "val_ppl"]
-    ui.table("tokendrift eval", rows, [c for c in columns if any(c in r for r in rows)])
+    shown = {"source": "source", "nfe": "nfe", "gen_ppl": "gen_ppl", "exact_gen_ppl": "exact", "model_error": "model err",
+             "factorization_error": "fact. err", "entropy": "entropy", "acceptance": "accept.", "ngram_jsd": "ngram_jsd", "val_ppl": "val_ppl"}
+    shown = {key: name for key, name in shown.items() if any(key in r for r in rows)}
+    ui.table("tokendrift eval", [{name: r.get(key) for key, name in shown.items()} for r in rows])
     if floor:
         ui.console.print(f"floor (the language's own samples): Gen.-PPL {floor['gen_ppl']:.3f}, exact {floor['exact_gen_ppl']:.3f}")
-    plot = _plot(run, rows)
+    if standing is not None:
+        ui.console.print("exact_gen_ppl: the exact denoiser with the same sampler and NFE (the best a likelihood-trained model reaches); "
+                         "model_error = ln(gen_ppl / exact), factorization_error = ln(exact / floor), nats per token")
+    plot = _plot(run, rows, standing)
     return {"rows": rows, "floor": floor, "plot": str(plot) if plot else None}
 
 
@@ -165,7 +178,9 @@ def _val_ppl(reference: str, model, process, language: SyntheticLanguage | None,
     return math.exp(total / count)
 
 
-def _plot(run: RunDir, rows: list[dict]) -> Path | None:
+def _plot(run: RunDir, rows: list[dict], standing: Standing | None) -> Path | None:
+    """Gen.-PPL and entropy against NFE, a line per source; on the synthetic language with the oracle,
+    the exact denoiser of each backbone (dashed) and the floor (dotted) beside them."""
     swept = [r for r in rows if r["nfe"] is not None and "gen_ppl" in r]
     if not swept:
         return None
@@ -176,6 +191,13 @@ def _plot(run: RunDir, rows: list[dict]) -> Path | None:
         axes[0, 0].plot([r["nfe"] for r in mine], [r["gen_ppl"] for r in mine], marker="o", label=label)
         if all("entropy" in r for r in mine):
             axes[0, 1].plot([r["nfe"] for r in mine], [r["entropy"] for r in mine], marker="o", label=label)
+    if standing is not None:
+        placed = [r for r in swept if "exact_gen_ppl" in r]
+        for backbone in dict.fromkeys(r["backbone"] for r in placed):
+            exact = sorted({(r["nfe"], r["exact_gen_ppl"]) for r in placed if r["backbone"] == backbone})
+            axes[0, 0].plot([n for n, _ in exact], [g for _, g in exact], "k--", marker="x", linewidth=1, label=f"exact {backbone}")
+        if placed:
+            axes[0, 0].axhline(placed[0]["floor_gen_ppl"], color="grey", linestyle=":", label="floor (the language)")
     for ax, title in zip(axes[0], ("Gen.-PPL", "sample entropy (nats)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFE")

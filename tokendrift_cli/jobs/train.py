@@ -158,9 +158,14 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     ])
     if quality:
         result["quality"] = quality
+        labels = {"before": "before", "after": "after", "exact": f"exact {result['backbone']} denoiser", "floor": "the language (floor)"}
+        columns = ["", "gen_ppl", "acceptance", "entropy", "model_error", "factorization_error"]
         ui.table(f"quality at NFE {quality['nfe']} · judge {quality['judge']} · {spec.quality.num_samples} samples", [
-            {"": name, **quality[name]} for name in ("before", "after") if quality[name]
-        ])
+            {"": label, **quality[name]} for name, label in labels.items() if quality.get(name)
+        ], [c for c in columns if c == "" or any(c in (quality.get(n) or {}) for n in labels)])
+        if "exact" in quality:
+            ui.console.print("model_error = ln(gen_ppl / exact denoiser's), factorization_error = ln(exact / floor), nats per token; "
+                             "the exact denoiser is the best a likelihood-trained model reaches with this sampler and NFE")
     return result
 
 
@@ -218,10 +223,23 @@ def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, accelerator: 
             if load is None:  # trained from scratch: nothing to compare with
                 quality[name] = None
                 continue
-            ids = generate(load().to(accelerator.device).eval(), process, sampler, spec.nfe, spec.seed, ui).ids.tolist()
+            model = load().to(accelerator.device).eval()
+            ids = generate(model, process, sampler, spec.nfe, spec.seed, ui).ids.tolist()
             judged = gen_ppl(tokenizer.batch_decode(ids), ids, language, spec.quality.judge, field="quality.judge", max_length=len(ids[0]))
             quality["judge"] = judged["judge"]
             quality[name] = {"gen_ppl": judged["gen_ppl"], "acceptance": judged.get("acceptance"), "entropy": sample_entropy(ids)}
+        if language is not None and quality["judge"] == "oracle":  # where the numbers stand: the exact denoiser and the floor
+            from tokendrift_cli.metrics.oracle import OracleJudge
+            from tokendrift_cli.standing import Standing
+
+            standing = Standing(language, OracleJudge(language), sampler, spec.seed, ui)
+            backbone, seq_len = model.config.backbone, spec.data.seq_len
+            for name in ("before", "after"):
+                if quality[name]:
+                    quality[name].update(standing.place(quality[name]["gen_ppl"], backbone, spec.nfe, seq_len))
+            exact = standing.exact(backbone, spec.nfe, seq_len)
+            quality["exact"] = {**exact, "factorization_error": standing.place(exact["gen_ppl"], backbone, spec.nfe, seq_len)["factorization_error"]}
+            quality["floor"] = {"gen_ppl": standing.floor(seq_len)}
     accelerator.wait_for_everyone()
     return quality
 
