@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import shutil
 import statistics
@@ -38,7 +39,7 @@ PLANS = {
                   batch_size=8, seq_len=16, lrs=[1e-3], seeds=[0, 1], nfes=[4, 8, 16]),
 }
 DYNAMICS_NFES = [4, 16]
-ARMS = ["init", "baseline", "tokendrift"]
+ARMS = ["exact", "init", "baseline", "tokendrift"]  # exact: the language's exact denoiser with the same sampler
 OBJECTIVE = {"baseline": "diffusion", "tokendrift": "tokendrift"}
 
 
@@ -102,6 +103,15 @@ class Study:
         baseline_at_4 = {r["lr"]: r["gen_ppl"] for r in rows if r["arm"] == "baseline" and r["nfe"] == 4}
         return rows, min(baseline_at_4, key=baseline_at_4.get)
 
+    def exact_runs(self, backbone: str) -> list[dict]:
+        """The exact denoiser (`exact:<backbone>`) judged as the arms are, per seed: what a perfect
+        likelihood-trained model reaches with this sampler (model error is measured against it)."""
+        rows = []
+        for seed in self.plan["seeds"]:
+            judged = self.judge([f"exact:{backbone}"], self.plan["nfes"], seed, self.work / f"{backbone}-exact-seed{seed}")
+            rows += [{"backbone": backbone, "arm": "exact", "seed": seed, **_metrics(r)} for r in judged["rows"]]
+        return rows
+
     def main_runs(self, backbone: str, lr: float) -> tuple[list[dict], list[dict], dict]:
         """Per seed: init judged with that sampling seed, both continuations; every checkpoint at NFE 4 and 16."""
         per_seed, dynamics, floor = [], [], None
@@ -126,7 +136,14 @@ class Study:
 
 def _metrics(row: dict) -> dict:
     return {"nfe": row["nfe"], "gen_ppl": row["gen_ppl"], "entropy": row["entropy"], "acceptance": row["acceptance"],
-            "ngram_jsd": row["ngram_jsd"]}
+            "ngram_jsd": row["ngram_jsd"], "model_error": row["model_error"]}
+
+
+def with_model_error(per_seed: list[dict]) -> list[dict]:
+    """Rows judged before eval reported it get model error against the exact rows of their seed."""
+    exact = {(r["backbone"], r["seed"], r["nfe"]): r["gen_ppl"] for r in per_seed if r["arm"] == "exact"}
+    return [{**r, "model_error": math.log(r["gen_ppl"] / exact[key])} if "model_error" not in r and key in exact else r
+            for r, key in ((r, (r["backbone"], r["seed"], r["nfe"])) for r in per_seed)]
 
 
 def summarise(per_seed: list[dict]) -> list[dict]:
@@ -135,8 +152,10 @@ def summarise(per_seed: list[dict]) -> list[dict]:
     for key in dict.fromkeys((r["backbone"], r["arm"], r["nfe"]) for r in per_seed):
         runs = [r for r in per_seed if (r["backbone"], r["arm"], r["nfe"]) == key]
         row = {"backbone": key[0], "arm": key[1], "nfe": key[2], "seeds": len(runs)}
-        for metric in ("gen_ppl", "entropy", "acceptance", "ngram_jsd"):
-            values = [r[metric] for r in runs]
+        for metric in ("gen_ppl", "entropy", "acceptance", "ngram_jsd", "model_error"):
+            values = [r[metric] for r in runs if metric in r]
+            if not values:
+                continue
             row[metric] = statistics.mean(values)
             row[f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
         rows.append(row)
@@ -169,6 +188,20 @@ def markdown(result: dict) -> str:
             cells += [f"{r['gen_ppl']:.1f} ± {r['gen_ppl_sd']:.1f}", f"{r['entropy']:.3f}", f"{r['acceptance']:.3f}"] if r else ["", "", ""]
         lines.append(f"| {backbone} | {arm} | " + " | ".join(cells) + " |")
     lines.append("")
+    if any("model_error" in r for r in rows):
+        lines += ["Model error ln(arm / exact denoiser), nats per token, mean ± SD over seeds (negative: better than any "
+                  "likelihood-trained model with this sampler); the exact row's factorization error is ln(exact / floor).", "",
+                  "| backbone | arm | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---|---|" + "---:|" * len(nfes)]
+        for backbone, arm in dict.fromkeys((r["backbone"], r["arm"]) for r in rows):
+            cells = []
+            for n in nfes:
+                r = next((r for r in rows if (r["backbone"], r["arm"], r["nfe"]) == (backbone, arm, n)), None)
+                if r is not None and arm == "exact":
+                    cells.append(f"fact. {math.log(r['gen_ppl'] / result['floor_exact']):+.3f}" if result.get("floor_exact") else "")
+                else:
+                    cells.append(f"{r['model_error']:+.3f} ± {r['model_error_sd']:.3f}" if r is not None and "model_error" in r else "")
+            lines.append(f"| {backbone} | {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
     for backbone, floor in result["floor"].items():
         lines.append(f"Floor ({backbone}): the language's own samples score Gen.-PPL {floor['gen_ppl']:.3f} (exact "
                      f"{floor['exact_gen_ppl']:.3f}), sample entropy {floor['entropy']:.3f}.")
@@ -210,7 +243,10 @@ def plots(result: dict, out: Path, suffix: str) -> None:
     for ax, backbone in zip(axes[0], backbones):
         for arm in ARMS:
             mine = [r for r in rows if r["backbone"] == backbone and r["arm"] == arm]
-            ax.errorbar([r["nfe"] for r in mine], [r["gen_ppl"] for r in mine], yerr=[r["gen_ppl_sd"] for r in mine], marker="o", label=arm)
+            style = dict(color="black", linestyle="--", marker="x", label="exact denoiser") if arm == "exact" else dict(marker="o", label=arm)
+            ax.errorbar([r["nfe"] for r in mine], [r["gen_ppl"] for r in mine], yerr=[r["gen_ppl_sd"] for r in mine], **style)
+        if result.get("floor_exact"):
+            ax.axhline(result["floor_exact"], color="grey", linestyle=":", label="floor (the language)")
         ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="oracle Gen.-PPL", title=backbone.upper())
         nfes = sorted({r["nfe"] for r in rows})
         ax.set_xticks(nfes, [str(n) for n in nfes])
@@ -229,6 +265,14 @@ def plots(result: dict, out: Path, suffix: str) -> None:
     plt.close(fig)
 
 
+def publish(result: dict, out: Path, suffix: str) -> None:
+    """reproduce.json, reproduce.md and the plots, from the per-seed rows so far."""
+    result.update(rows=summarise(result["per_seed"]), reductions=reductions(result["per_seed"]))
+    (out / f"reproduce{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"reproduce{suffix}.md").write_text(markdown(result))
+    plots(result, out, suffix)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few minutes instead of hours")
@@ -236,6 +280,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="where the runs go (default: <out>/runs-<mode>)")
     parser.add_argument("--backbones", default="mdlm,duo")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for the TokenDrift arm")
+    parser.add_argument("--exact-only", action="store_true",
+                        help="add the exact denoiser's rows (and model error) to the study in <out>, running nothing else")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     plan = PLANS[mode]
@@ -246,16 +292,30 @@ def main() -> None:
     result = {"rows": [], "per_seed": [], "reductions": [], "floor": {}, "dynamics": [], "sweep": [], "lr": {},
               "plan": {**plan, "mode": mode, "tokendrift_overrides": args.extra},
               "command": "python benchmarks/reproduce.py" + (" --quick" if args.quick else "") + "".join(f" --set {e}" for e in args.extra)}
+    from tokendrift_cli.data.synthetic import SyntheticLanguage
+
+    floor_exact = math.exp(SyntheticLanguage().entropy(plan["seq_len"]))
+    backbones = args.backbones.split(",")
+    if args.exact_only:  # the committed study, re-read against the exact denoiser
+        result = json.loads((args.out / f"reproduce{suffix}.json").read_text())
+        result["per_seed"] = [r for r in result["per_seed"] if r["arm"] != "exact"]
+        for backbone in backbones:
+            result["per_seed"] += study.exact_runs(backbone)
+        result.update(floor_exact=floor_exact, per_seed=with_model_error(result["per_seed"]),
+                      exact_command="python benchmarks/reproduce.py --exact-only" + (" --quick" if args.quick else ""))
+        publish(result, args.out, suffix)
+        print(markdown(result))
+        return
+    result["floor_exact"] = floor_exact
 
     def write(stage: str) -> None:
-        result.update(stage=stage, seconds=time.perf_counter() - started,
-                      rows=summarise(result["per_seed"]), reductions=reductions(result["per_seed"]))
-        (args.out / f"reproduce{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / f"reproduce{suffix}.md").write_text(markdown(result))
-        plots(result, args.out, suffix)
+        result.update(stage=stage, seconds=time.perf_counter() - started)
+        publish(result, args.out, suffix)
         print(f"[{result['seconds']:.0f} s] {stage}", flush=True)
 
-    backbones = args.backbones.split(",")
+    for backbone in backbones:
+        result["per_seed"] += study.exact_runs(backbone)
+        write(f"{backbone}: exact denoiser judged")
     for backbone in backbones:
         study.pretrain(backbone)
         sweep, result["lr"][backbone] = study.sweep(backbone)

@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 
+from tokendrift_cli.data.synthetic import SyntheticLanguage
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,10 +22,22 @@ def test_reproduce_quick(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "reproduce-quick.json").read_text())
     keys = {(r["backbone"], r["arm"], r["nfe"]) for r in result["rows"]}
-    assert keys == {(b, a, n) for b in ("mdlm", "duo") for a in ("init", "baseline", "tokendrift") for n in (4, 8, 16)}
+    assert keys == {(b, a, n) for b in ("mdlm", "duo") for a in ("exact", "init", "baseline", "tokendrift") for n in (4, 8, 16)}
     for row in result["rows"]:
         assert row["gen_ppl"] > 0 and 0 <= row["acceptance"] <= 1 and 0 <= row["ngram_jsd"] <= 1 and row["entropy"] >= 0
         assert row["seeds"] == 2 and row["gen_ppl_sd"] >= 0
+    # Model error of each seed's row: against the exact denoiser's row of the same seed and NFE.
+    exact = {(r["backbone"], r["seed"], r["nfe"]): r["gen_ppl"] for r in result["per_seed"] if r["arm"] == "exact"}
+    for row in result["per_seed"]:
+        assert row["model_error"] == pytest.approx(math.log(row["gen_ppl"] / exact[row["backbone"], row["seed"], row["nfe"]]), rel=1e-9, abs=1e-12)
+    assert result["floor_exact"] == pytest.approx(math.exp(SyntheticLanguage().entropy(16)), rel=1e-12)
+    # --exact-only puts back the exact rows of a study that lacks them, running nothing else.
+    without = {**result, "per_seed": [{k: v for k, v in r.items() if k != "model_error"} for r in result["per_seed"] if r["arm"] != "exact"]}
+    (tmp_path / "reproduce-quick.json").write_text(json.dumps(without))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--quick", "--exact-only", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "reproduce-quick.json").read_text())["rows"] == result["rows"]
     assert set(result["floor"]) == {"mdlm", "duo"} and result["command"].endswith("--quick") and result["stage"] == "complete"
     assert result["lr"] == {"mdlm": 1e-3, "duo": 1e-3} and {r["arm"] for r in result["sweep"]} == {"baseline", "tokendrift"}
     assert {(r["backbone"], r["nfe"]) for r in result["reductions"]} == {(b, n) for b in ("mdlm", "duo") for n in (4, 8, 16)}
@@ -231,3 +245,23 @@ def test_ablate_shards_are_read_as_index_of_count():
     for bad in ("2/2", "-1/2", "1", "a/b"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected I/N"):
             _shard(bad)
+
+
+def test_mechanism_entropy_derivative_equals_finite_difference():
+    """dH/dη of ℓ − ηg at η = 0 (mechanism.py's closed form) against a central difference in float64,
+    with -inf entries (SUBS) in the rows; O(h²) truncation at h = 1e-5 is far below the tolerance."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from mechanism import entropy_rate_of_change
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 7, generator=generator, dtype=torch.float64)
+    logits[0, :, -1] = float("-inf")
+    g = torch.randn(3, 5, 7, generator=generator, dtype=torch.float64)
+
+    def entropy(eta: float) -> torch.Tensor:
+        log_p = (logits - eta * g).log_softmax(-1)
+        return -(log_p.exp() * log_p.masked_fill(log_p == float("-inf"), 0.0)).sum(-1)
+
+    h = 1e-5
+    finite = (entropy(h) - entropy(-h)) / (2 * h)
+    torch.testing.assert_close(entropy_rate_of_change(logits.log_softmax(-1), g), finite, rtol=1e-6, atol=1e-9)

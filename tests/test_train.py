@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tokendrift_cli.data.synthetic import SyntheticLanguage
+
 # A few seconds a run: short sequences, small batches, no quality report; FAST from scratch.
 SHORT = [
     "--set", "quality.num_samples=0",
@@ -198,7 +200,18 @@ def test_train_reports_quality_before_and_after_at_its_nfe(cli, tmp_path, traine
         row = json.loads(stdout)["rows"][0]
         assert quality[name]["gen_ppl"] == pytest.approx(row["gen_ppl"], rel=1e-9)
         assert quality[name]["entropy"] == pytest.approx(row["entropy"], rel=1e-9)
+        assert quality[name]["exact_gen_ppl"] == pytest.approx(row["exact_gen_ppl"], rel=1e-9)
+        assert quality[name]["model_error"] == pytest.approx(math.log(row["gen_ppl"] / quality["exact"]["gen_ppl"]), rel=1e-9)
     assert quality["before"] != quality["after"]
+    # Where they stand: the exact MDLM denoiser sampled alike (eval of exact:mdlm), and exp(entropy) of the language.
+    code, stdout, stderr = cli("eval", "--model", "exact:mdlm", "--nfe", "4", "--num-samples", "16", "--seed", "3",
+                               "--set", "sampling.seq_len=16", "--metrics", "genppl,entropy", "--out", str(tmp_path / "eval-exact"), "--json")
+    assert code == 0, stderr
+    exact = json.loads(stdout)["rows"][0]
+    assert quality["exact"]["gen_ppl"] == pytest.approx(exact["gen_ppl"], rel=1e-9)
+    floor = math.exp(SyntheticLanguage().entropy(16))
+    assert quality["floor"]["gen_ppl"] == pytest.approx(floor, rel=1e-12)
+    assert quality["exact"]["factorization_error"] == pytest.approx(math.log(exact["gen_ppl"] / floor), rel=1e-9)
 
 
 def _builtin_data(cache: Path) -> list[str]:

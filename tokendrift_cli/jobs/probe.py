@@ -21,6 +21,7 @@ from tokendrift_cli.errors import InputError
 from tokendrift_cli.files import read_user_text
 from tokendrift_cli.metrics.probe_stats import PositionStats, categorize, collapse_onset, entropy
 from tokendrift_cli.models.adapters import MaskedLMAdapter, load_adapter
+from tokendrift_cli.models.exact import is_exact
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import RunDir, latest_train_run
 from tokendrift_cli.spec import ModelFacts, ProbeCommandSpec, check_against_model
@@ -32,6 +33,8 @@ def run(spec: ProbeCommandSpec, run: RunDir, ui: UI) -> dict:
     prompts = _load_prompts(spec)
     model_ref = probe.model or latest_train_run()
     adapter = load_adapter(probe, model_ref)
+    if is_exact(model_ref):
+        _in_the_language(adapter, prompts, model_ref)
     longest = max(len(adapter.tokenize_prompt(p["prompt"])) for p in prompts)
     check_against_model(spec, ModelFacts(adapter.length, adapter.vocab_size, prompt_tokens=longest))
     result_rows, stats = probe_prompts(adapter, prompts, probe.num_masks, probe.top_k, probe.batch_size, ui)
@@ -89,6 +92,13 @@ def probe_prompts(adapter: MaskedLMAdapter, prompts: list[dict], num_masks: int,
             stats.update(probs, top1_tokens, top1_categories)
             progress.update(task, advance=len(batch))
     return rows, stats
+
+
+def _in_the_language(adapter: MaskedLMAdapter, prompts: list[dict], model_ref: str) -> None:
+    """The exact denoiser knows the synthetic language only: a prompt with another word has no posterior."""
+    for prompt in prompts:
+        if adapter.tokenizer.unk_token_id in adapter.tokenize_prompt(prompt["prompt"]):
+            raise InputError(f"probe: prompt {prompt['id']} has words outside the synthetic language, the only one {model_ref} knows")
 
 
 def _left_pad(prompts: list[list[int]], num_masks: int, mask_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

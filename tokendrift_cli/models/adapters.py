@@ -57,12 +57,16 @@ class MaskedLMAdapter:
 
 
 def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
+    from tokendrift_cli.models.exact import is_exact, load_exact
     from tokendrift_cli.models.loading import default_device, is_denoiser, load_denoiser, load_tokenizer_for, locate
 
-    local = locate(model_ref)
-    if is_denoiser(local):  # ours, a released MDLM / DUO (folder or .ckpt): the loader every command uses
-        model = load_denoiser(model_ref, weights=spec.weights).to(DTYPES[spec.dtype])  # type: ignore[arg-type]  # transformers wraps Module.to with functools.wraps, whose hints take self first
-        tokenizer = load_tokenizer_for(model_ref)
+    exact = is_exact(model_ref)
+    if exact or is_denoiser(local := locate(model_ref)):  # ours, the exact one, a released MDLM / DUO (folder or .ckpt)
+        if exact:
+            model, tokenizer = load_exact(model_ref, seq_len=None)
+        else:
+            model = load_denoiser(model_ref, weights=spec.weights).to(DTYPES[spec.dtype])  # type: ignore[arg-type]  # transformers wraps Module.to with functools.wraps, whose hints take self first
+            tokenizer = load_tokenizer_for(model_ref)
         mask_id = spec.mask_id if spec.mask_id is not None else model.config.mask_token_id
         if mask_id is None:
             raise InputError(f"probe.model: {model_ref} is a {model.config.backbone} backbone without a mask token")
@@ -85,7 +89,8 @@ def load_adapter(spec: ProbeSpec, model_ref: str) -> MaskedLMAdapter:
         raise InputError(f"probe.chat_template: on, but {model_ref}'s tokenizer has no chat template")
     use_template = spec.chat_template == "on" or (spec.chat_template == "auto" and has_template)
     # LLaDA's config names its context max_sequence_length; ours and most others max_position_embeddings.
-    length = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "max_sequence_length", None)
+    # The exact denoiser reads a sequence of any length.
+    length = None if exact else getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "max_sequence_length", None)
     return MaskedLMAdapter(forward, tokenizer, mask_id, eos_ids, spec.shift, use_template, model_ref, model.config.vocab_size, length)
 
 

@@ -15,6 +15,7 @@ import torch
 from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.models.convert import DROPPED, config_from_reference, convert_reference_state_dict, strip_prefix
 from tokendrift_cli.models.dit import DiTConfig, DiTModel
+from tokendrift_cli.models.exact import is_exact
 from tokendrift_cli.runs import model_folder
 from tokendrift_cli.spec.model import ModelSpec
 
@@ -53,6 +54,8 @@ def load_denoiser(reference: str, backbone: str | None = None, weights: str = "e
     only for a checkpoint that does not say). `weights`: "ema" loads a .ckpt's EMA weights (what
     the reference repositories evaluate and sample with) when it has them, "raw" its training weights.
     """
+    if is_exact(reference):
+        raise InputError(f"model: {reference} is the synthetic language's exact posterior, not weights to load or train; sample, eval and probe read it")
     path = locate(reference)
     if path.is_file():
         if path.suffix != ".ckpt":
