@@ -47,9 +47,10 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
         model, tokenizer, process = load_for_sampling(reference, spec.weights, spec.sampling.seq_len)
         check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
         language = _language_for_model(reference, tokenizer)
-        oracle = language is not None and judge_name(evaluation.genppl_model, language) == "oracle" and "genppl" in evaluation.metrics
-        if oracle and standing is None:
-            standing = Standing(language, OracleJudge(language, evaluation.oracle_epsilon), spec.sampling, spec.seed, ui)
+        # The oracle judges this model's samples: the language it was trained on, or None.
+        oracle = language if language is not None and judge_name(evaluation.genppl_model, language) == "oracle" and "genppl" in evaluation.metrics else None
+        if oracle is not None and standing is None:
+            standing = Standing(oracle, OracleJudge(oracle, evaluation.oracle_epsilon), spec.sampling, spec.seed, ui)
         val_ppl = _val_ppl(reference, model, process, language, spec) if "val_ppl" in evaluation.metrics else None
         for nfe in evaluation.nfe:
             generation = generate(model, process, spec.sampling, nfe, spec.seed, ui)
@@ -57,15 +58,15 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
             samples = Samples(tokenizer.batch_decode(ids), ids)
             row = {"source": reference, "backbone": model.config.backbone, "nfe": nfe, "nfe_used": float(generation.nfe_used.float().mean())}
             row.update(_score(samples, language, spec, generation.ids.shape[1]))
-            if oracle and standing is not None:
+            if oracle is not None and standing is not None:
                 if is_exact(reference) and "entropy" in row and model.epsilon == evaluation.oracle_epsilon:
                     standing.remember(model.config.backbone, nfe, generation.ids.shape[1], row)
                 row.update(standing.place(row["gen_ppl"], model.config.backbone, nfe, generation.ids.shape[1]))
             if val_ppl is not None:
                 row["val_ppl"] = val_ppl
             rows.append(row)
-        if oracle and language is not None:
-            floor = OracleJudge(language, evaluation.oracle_epsilon).floor(generation.ids.shape[1], spec.sampling.num_samples, spec.seed + 1)
+        if oracle is not None:
+            floor = OracleJudge(oracle, evaluation.oracle_epsilon).floor(generation.ids.shape[1], spec.sampling.num_samples, spec.seed + 1)
 
     shown = {"source": "source", "nfe": "nfe", "gen_ppl": "gen_ppl", "exact_gen_ppl": "exact", "model_error": "model err",
              "factorization_error": "fact. err", "entropy": "entropy", "acceptance": "accept.", "ngram_jsd": "ngram_jsd", "val_ppl": "val_ppl"}

@@ -75,7 +75,7 @@ class ExactDenoiser(nn.Module):
         return torch.device("cpu")  # float64 forward–backward on the host; inputs come back where they were
 
     def forward(
-        self, input_ids: torch.Tensor, sigma: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **_
+        self, input_ids: torch.Tensor, sigma: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **unused
     ) -> MaskedLMOutput:
         ids = input_ids.cpu()
         present = attention_mask.cpu().bool() if attention_mask is not None else None
