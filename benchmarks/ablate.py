@@ -48,6 +48,9 @@ SETTINGS = {  # name -> (backbones, --set overrides of the TokenDrift arm); "bas
     "2:1": ("mdlm", ["drift.attraction=2", "drift.repulsion=1"]),
     "1:2": ("mdlm", ["drift.attraction=1", "drift.repulsion=2"]),
     "0:1": ("mdlm", ["drift.attraction=0", "drift.repulsion=1"]),
+    # App. F's micro-step structure: a few sequences per micro-step (8 here, 4 GPUs x 2 there),
+    # accumulated to the global batch, queues spanning about two optimiser steps (128 here, 1024 there)
+    "paper micro-steps": ("mdlm,duo", ["optim.grad_accum=8", "drift.queue_size=128"]),
     # Ours: the drifting code's kernel; 0.1's feature space (every block its own set)
     "drifting-code kernel": ("mdlm", ["drift.kernel=drifting-code"]),
     "layer features": ("mdlm", ["drift.features=layers"]),
