@@ -24,7 +24,7 @@ import tempfile
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import yaml
 
@@ -187,12 +187,16 @@ def model_folder(reference: str) -> Path | None:
     return Run(path).model_dir() or path
 
 
-def latest_train_run(root: str | os.PathLike = "runs") -> str:
-    """The newest train run that finished with a model, for commands given no --model."""
+def latest_train_run(root: str | os.PathLike = "runs", note: Callable[[str], None] | None = None) -> str:
+    """The newest train run that finished with a model, for commands given no --model; `note`
+    (the UI's) is told which one was picked."""
     finished = sorted(Path(root).glob(f"train-*/{MODEL}/config.json"), key=lambda p: p.stat().st_mtime)
     if not finished:
         raise InputError(f"model: not given and no finished train run under {root}/; run `tokendrift train` first or pass --model")
-    return str(finished[-1].parent.parent)
+    picked = str(finished[-1].parent.parent)
+    if note is not None:
+        note(f"model: none given; using the latest finished train run, {picked}")
+    return picked
 
 
 class RunDir(Run):

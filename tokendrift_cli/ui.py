@@ -41,13 +41,15 @@ class UI:
             yield progress
 
     def table(self, title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+        """A value whose row also holds <column>_se or <column>_sd (its standard error, or SD over
+        seeds) is shown as "value ± error"."""
         columns = list(columns or (rows[0].keys() if rows else []))
         # Text, not str: a path or a sample with "[...]" in it is shown as is, not read as Rich markup.
         table = Table(title=Text(title))
         for name in columns:
             table.add_column(Text(name), justify="right" if rows and _is_number(rows[0].get(name)) else "left")
         for row in rows:
-            table.add_row(*(Text(_format(row.get(name))) for name in columns))
+            table.add_row(*(Text(_cell(row, name)) for name in columns))
         self.console.print(table)
 
     def print_json(self, obj: Any) -> None:
@@ -67,6 +69,15 @@ class UI:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _cell(row: dict[str, Any], name: str) -> str:
+    value = row.get(name)
+    for suffix in ("_se", "_sd"):
+        error = row.get(name + suffix)
+        if _is_number(value) and _is_number(error):
+            return f"{_format(value)} ± {error:.2g}"
+    return _format(value)
 
 
 def _format(value: Any) -> str:

@@ -30,7 +30,7 @@ from tokendrift_cli.ui import UI
 def run(spec: ProbeCommandSpec, run: RunDir, ui: UI) -> dict:
     probe = spec.probe
     prompts = _load_prompts(spec)
-    model_ref = probe.model or latest_train_run()
+    model_ref = probe.model or latest_train_run(note=ui.note)
     adapter = load_adapter(probe, model_ref)
     longest = max(len(adapter.tokenize_prompt(p["prompt"])) for p in prompts)
     check_against_model(spec, ModelFacts(adapter.length, adapter.vocab_size, prompt_tokens=longest))
@@ -191,7 +191,10 @@ def _plots(run: RunDir, rows: list[dict]) -> None:
     frequent = sorted(totals, key=totals.__getitem__, reverse=True)[:15]
     grid = [[dict(r["top1_tokens"]).get(token, 0) for r in rows] for token in frequent]
     fig, axes = subplots(width=8, height=0.3 * len(frequent) + 1.5)
-    axes[0, 0].imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    # extent: columns centred on positions 1..N, as the other probe plots count them.
+    image = axes[0, 0].imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest",
+                              extent=(positions[0] - 0.5, positions[-1] + 0.5, len(frequent) - 0.5, -0.5))
     axes[0, 0].set_yticks(range(len(frequent)), [repr(t) for t in frequent], fontsize=7)
-    axes[0, 0].set(xlabel="masked position (index)", title="frequent top-1 tokens by position")
+    axes[0, 0].set(xlabel="masked position", title="frequent top-1 tokens by position")
+    fig.colorbar(image, ax=axes[0, 0], label="prompts")
     run.save_figure("top1_heatmap.png", fig)
