@@ -7,6 +7,7 @@ With --quiet, nothing but errors (and the JSON object) is printed.
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -47,7 +48,10 @@ class UI:
         # Text, not str: a path or a sample with "[...]" in it is shown as is, not read as Rich markup.
         table = Table(title=Text(title))
         for name in columns:
-            table.add_column(Text(name), justify="right" if rows and _is_number(rows[0].get(name)) else "left")
+            # In a narrow terminal a "value ±error" cell wraps before its error, and text (a path,
+            # tokens) folds, keeping at least 10 characters a line.
+            number = bool(rows) and _is_number(rows[0].get(name))
+            table.add_column(Text(name), justify="right" if number else "left", overflow="fold", min_width=None if number else 10)
         for row in rows:
             table.add_row(*(Text(_cell(row, name)) for name in columns))
         self.console.print(table)
@@ -75,8 +79,12 @@ def _cell(row: dict[str, Any], name: str) -> str:
     value = row.get(name)
     for suffix in ("_se", "_sd"):
         error = row.get(name + suffix)
-        if _is_number(value) and _is_number(error):
-            return f"{_format(value)} ± {error:.2g}"
+        if _is_number(value) and _is_number(error) and math.isfinite(error) and error > 0:
+            # Both to the error's second significant digit: 2795 ± 510, 2.450 ± 0.053.
+            decimals = min(6, max(0, 1 - math.floor(math.log10(error))))
+            return f"{value:.{decimals}f} ±{error:.{decimals}f}"
+        if _is_number(value) and error == 0:
+            return f"{_format(value)} ±0"
     return _format(value)
 
 

@@ -52,10 +52,15 @@ def run(spec: ProbeCommandSpec, run: RunDir, ui: UI) -> dict:
     run.write_json("summary.json", summary)
     _plots(run, positions)
     shown = [positions[p - 1] for p in _powers_of_two(probe.num_masks)]
+    # Two narrow tables rather than one wide one: each fits an 80-column terminal.
     ui.table(f"tokendrift probe · {Path(model_ref).name or model_ref} · {len(prompts)} prompts", [
         {"position": r["position"], "entropy": r["mean_entropy"], "top1_prob": r["mean_top1_prob"],
-         "eos": r["share_eos"], "punct": r["share_punctuation"], "stop": r["share_stopword"], "content": r["share_content"],
-         "prompt_div": r["prompt_divergence_bits"], "top-1": ", ".join(t for t, _ in r["top1_tokens"][:3])}
+         "prompt_div": r["prompt_divergence_bits"], "top-1 tokens": ", ".join(t for t, _ in r["top1_tokens"][:3])}
+        for r in shown
+    ])
+    ui.table("what the top-1 token is (share of prompts)", [
+        {"position": r["position"], "eos": r["share_eos"], "punctuation": r["share_punctuation"],
+         "stopword": r["share_stopword"], "content": r["share_content"]}
         for r in shown
     ])
     return summary
