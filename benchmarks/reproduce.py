@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from tokendrift_cli.metrics.uncertainty import mean_sd
+
 # The NFE sweep stops at the sequence length: a sampler makes at most one call per position.
 PLANS = {
     "full": dict(pretrain_steps=3000, pretrain_lr=3e-4, pretrain_warmup=50, sweep_steps=500, continue_steps=1000, checkpoint_every=100, num_samples=256,
@@ -129,16 +131,13 @@ def _metrics(row: dict) -> dict:
 
 
 def summarise(per_seed: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation over seeds per (backbone, arm, NFE)."""
+    """Mean and sample standard deviation over seeds per (backbone, arm, NFE), as `eval` pools
+    runs that differ only in seed (the SD is None while a single seed is done)."""
     rows = []
     for key in dict.fromkeys((r["backbone"], r["arm"], r["nfe"]) for r in per_seed):
         runs = [r for r in per_seed if (r["backbone"], r["arm"], r["nfe"]) == key]
-        row = {"backbone": key[0], "arm": key[1], "nfe": key[2], "seeds": len(runs)}
-        for metric in ("gen_ppl", "entropy", "acceptance", "ngram_jsd"):
-            values = [r[metric] for r in runs]
-            row[metric] = statistics.mean(values)
-            row[f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        rows.append(row)
+        rows.append({"backbone": key[0], "arm": key[1], "nfe": key[2], "seeds": len(runs),
+                     **mean_sd(runs, ("gen_ppl", "entropy", "acceptance", "ngram_jsd"))})
     return rows
 
 
@@ -165,7 +164,8 @@ def markdown(result: dict) -> str:
         cells = []
         for n in nfes:
             r = next((r for r in rows if (r["backbone"], r["arm"], r["nfe"]) == (backbone, arm, n)), None)
-            cells += [f"{r['gen_ppl']:.1f} ± {r['gen_ppl_sd']:.1f}", f"{r['entropy']:.3f}", f"{r['acceptance']:.3f}"] if r else ["", "", ""]
+            spread = f" ± {r['gen_ppl_sd']:.1f}" if r and r["gen_ppl_sd"] is not None else ""
+            cells += [f"{r['gen_ppl']:.1f}{spread}", f"{r['entropy']:.3f}", f"{r['acceptance']:.3f}"] if r else ["", "", ""]
         lines.append(f"| {backbone} | {arm} | " + " | ".join(cells) + " |")
     lines.append("")
     for backbone, floor in result["floor"].items():
@@ -209,7 +209,7 @@ def plots(result: dict, out: Path, suffix: str) -> None:
     for ax, backbone in zip(axes[0], backbones):
         for arm in ARMS:
             mine = [r for r in rows if r["backbone"] == backbone and r["arm"] == arm]
-            ax.errorbar([r["nfe"] for r in mine], [r["gen_ppl"] for r in mine], yerr=[r["gen_ppl_sd"] for r in mine], marker="o", label=arm)
+            ax.errorbar([r["nfe"] for r in mine], [r["gen_ppl"] for r in mine], yerr=[r["gen_ppl_sd"] or 0.0 for r in mine], marker="o", label=arm)
         ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="oracle Gen.-PPL", title=backbone.upper())
         nfes = sorted({r["nfe"] for r in rows})
         ax.set_xticks(nfes, [str(n) for n in nfes])

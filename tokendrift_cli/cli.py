@@ -252,7 +252,11 @@ def _csv(value: str) -> list[str]:
 
 
 _spec_command(
-    "train", "Train a diffusion LM: plain diffusion loss or the TokenDrift objective.",
+    "train", "Train a diffusion LM: plain diffusion loss or the TokenDrift objective.\n\n"
+    "The progress bar shows the diffusion loss (nats/token: it tracks the model's likelihood under either objective), "
+    "under TokenDrift the drift loss (½‖αV‖² of a normalised field: it may rise while training goes well), and tokens/s. "
+    "The run writes metrics.jsonl and curves.png (losses, validation NELBO and the before/after quality against step); "
+    "--set logging.trackers=tensorboard,wandb also logs through Accelerate to TensorBoard or W&B.",
     ["model.backbone", "model.init", "objective", "nfe", "optim.max_steps", "optim.batch_size", "optim.lr"],
     resumable=True,
 )
@@ -261,7 +265,10 @@ _spec_command(
     ["model", "sampling.nfe", "sampling.num_samples", "sampling.batch_size", "sampling.seq_len", "sampling.temperature", "sampling.top_p"],
 )
 _spec_command(
-    "eval", "Judge samples: Gen.-PPL, entropy, validation perplexity, n-gram JSD, NFE sweeps.",
+    "eval", "Judge samples: Gen.-PPL, entropy, validation perplexity, n-gram JSD, NFE sweeps.\n\n"
+    "Each number comes with its standard error over samples (docs/metrics.md); the samples judged are saved under "
+    "samples/ in the run folder, and train runs given with --model that differ only in their seed are also pooled "
+    "(mean ± SD over seeds).",
     ["samples", "models", "evaluation.nfe", "evaluation.genppl_model", "evaluation.metrics", "sampling.num_samples"],
 )
 _spec_command(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, TypeGuard
 
 from rich.console import Console
 from rich.markup import escape
@@ -71,7 +71,7 @@ class UI:
         self.errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -79,12 +79,13 @@ def _cell(row: dict[str, Any], name: str) -> str:
     value = row.get(name)
     for suffix in ("_se", "_sd"):
         error = row.get(name + suffix)
-        if _is_number(value) and _is_number(error) and math.isfinite(error) and error > 0:
-            # Both to the error's second significant digit: 2795 ± 510, 2.450 ± 0.053.
+        if not (_is_number(value) and _is_number(error)):
+            continue
+        if error > 0 and math.isfinite(error):
+            # Both to the error's second significant digit: 2795 ±510, 2.450 ±0.053.
             decimals = min(6, max(0, 1 - math.floor(math.log10(error))))
             return f"{value:.{decimals}f} ±{error:.{decimals}f}"
-        if _is_number(value) and error == 0:
-            return f"{_format(value)} ±0"
+        return f"{_format(value)} ±{_format(error)}"
     return _format(value)
 
 

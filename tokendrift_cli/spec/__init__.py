@@ -40,7 +40,7 @@ class LoggingSpec(StrictModel):
     save_every: int = Field(100, ge=0, description="steps between checkpoints; 0 saves only at the end")
     valid_sequences: int = Field(256, ge=1, description="validation sequences scored at each evaluation")
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept on disk")
-    trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="Accelerate trackers")
+    trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="also log each metrics.jsonl line to TensorBoard or W&B through Accelerate (needs the package)")
 
     @field_validator("trackers")
     @classmethod
