@@ -10,7 +10,7 @@ For each backbone (MDLM, DUO):
    own samples); every checkpoint judged at NFE 4 and 16 (Figure 2), to show both arms have
    stopped moving.
 
-    python benchmarks/reproduce.py            # full run: about 1.5 hours on an idle 2-core CPU
+    python benchmarks/reproduce.py            # full run: about 1.5 hours on an idle 2-core CPU, one thread per command
     python benchmarks/reproduce.py --quick    # a few minutes, for smoke tests
 
 Every step is a `tokendrift` command, printed as it runs. A step whose output folder holds a

@@ -8,6 +8,10 @@ Layout of a run directory:
   train runs also:
     checkpoints/checkpoint-<step>/   Accelerate state, trainer_state.json, and model/
     model/          the final weights (EMA when on) and tokenizer, a save_pretrained folder
+    curves.png      losses, validation NELBO and quality against step
+  eval runs also:
+    samples/<i>-<model>-nfe<k>.jsonl   the samples judged, as `sample` writes samples.jsonl
+    genppl_vs_nfe.png
 
 A folder that holds a run (its spec.yaml or results.json) belongs to that run: only `train --resume`
 opens it again.

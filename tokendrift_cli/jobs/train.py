@@ -403,9 +403,10 @@ def _save_model(accelerator: Accelerator, model, ema, tokenizer, folder: Path) -
     tokenizer.save_pretrained(folder)
 
 
-# What a resumed run may change: how far it goes, and how it logs and saves. Anything else would
-# make it a different run than the one its spec.yaml, metrics and checkpoints record.
-RESUMABLE_CHANGES = ("optim.max_steps", "logging.")
+# What a resumed run may change: how far it goes, how it logs and saves, and its CPU threads (a
+# machine's, which move only the last digits). Anything else would make it a different run than
+# the one its spec.yaml, metrics and checkpoints record.
+RESUMABLE_CHANGES = ("optim.max_steps", "logging.", "threads")
 
 
 def check_resume(spec: TrainSpec, run: RunDir) -> None:
@@ -415,7 +416,7 @@ def check_resume(spec: TrainSpec, run: RunDir) -> None:
         if value != recorded.get(key) and not key.startswith(RESUMABLE_CHANGES):
             raise InputError(
                 f"{key}: {value!r} differs from the run's {recorded.get(key)!r} ({run.file(SPEC)}); "
-                "a resumed run may change only optim.max_steps and logging.*"
+                "a resumed run may change only optim.max_steps, logging.* and threads"
             )
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
