@@ -102,15 +102,6 @@ def test_shell_completion_is_offered(cli):
     assert code == 0 and "--install-completion" in out
 
 
-def test_set_reads_a_comma_separated_list_as_the_named_options_do(tmp_path):
-    from tokendrift_cli.spec import load_spec
-
-    spec = load_spec("train", overrides=["drift.temperatures=0.1,0.2", "optim.betas=0.9,0.95", "logging.trackers=[]"])
-    assert spec.drift.temperatures == [0.1, 0.2] and spec.optim.betas == (0.9, 0.95)
-    spec = load_spec("eval", overrides=["evaluation.nfe=4,8", "evaluation.metrics=genppl,entropy", "models=[a,b]"])
-    assert spec.evaluation.nfe == [4, 8] and spec.evaluation.metrics == ["genppl", "entropy"] and spec.models == ["a", "b"]
-
-
 @pytest.mark.parametrize("key, suggestion", [
     ("drift.temprature", "did you mean drift.temperatures or drift.lift_temperature?"),
     ("temperatures", "did you mean drift.temperatures?"),
@@ -180,6 +171,31 @@ def _at(spec: dict, dotted: str):
     for part in dotted.split("."):
         spec = spec[part]
     return spec
+
+
+def test_set_reads_a_comma_separated_list_as_the_named_options_do(resolve):
+    spec = resolve("train", "--set", "drift.temperatures=0.1,0.2", "--set", "optim.betas=0.9,0.95")
+    assert spec["drift"]["temperatures"] == [0.1, 0.2] and spec["optim"]["betas"] == [0.9, 0.95]
+    spec = resolve("eval", "--set", "evaluation.nfe=4,8", "--set", "evaluation.metrics=genppl,entropy", "--set", "models=[a,b]")
+    assert spec["evaluation"]["nfe"] == [4, 8] and spec["evaluation"]["metrics"] == ["genppl", "entropy"] and spec["models"] == ["a", "b"]
+
+
+def test_threads_sets_torchs_threads_before_the_job_runs(cli, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from tokendrift_cli import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_job_module", lambda command: SimpleNamespace(run=lambda spec, run, ui: {"threads": torch.get_num_threads()}))
+    try:
+        for threads in (2, 1):  # the default, 1, last: the other tests run with one thread
+            args = ["--threads", "2"] if threads == 2 else []
+            code, out, err = cli("sample", *args, "--out", str(tmp_path / f"t{threads}"), "--json")
+            assert code == 0, err
+            assert json.loads(out)["threads"] == threads
+    finally:
+        torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("command, args, expected", NAMED_OPTIONS)
