@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -23,6 +24,19 @@ def test_sample_without_model_and_no_runs_is_a_clear_error(cli, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     code, _, err = cli("sample")
     assert code == 2 and "no finished train run" in err
+
+
+def test_sample_without_model_says_which_run_it_picked(cli, trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    for name in ("train-old", "train-new"):
+        shutil.copytree(trained_run, tmp_path / "runs" / name)
+    os.utime(tmp_path / "runs" / "train-old" / "model" / "config.json", (0, 0))  # finished long ago
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("sample", "--nfe", "4", "--num-samples", "2", "--out", "s", "--json")
+    assert code == 0, err
+    assert json.loads(out)["model"] == "runs/train-new"
+    assert "model: none given; using the latest finished train run, runs/train-new" in err
 
 
 def test_eval_sweeps_nfe_with_the_oracle_and_writes_a_png(cli, trained_run, tmp_path):
