@@ -10,7 +10,7 @@ For each backbone (MDLM, DUO):
    own samples); every checkpoint judged at NFE 4 and 16 (Figure 2), to show both arms have
    stopped moving.
 
-    python benchmarks/reproduce.py            # full run: about 1.5 hours on an idle 2-core CPU
+    python benchmarks/reproduce.py            # full run: about 1.5 hours on an idle 2-core CPU, one thread per command
     python benchmarks/reproduce.py --quick    # a few minutes, for smoke tests
 
 Every step is a `tokendrift` command, printed as it runs. A step whose output folder holds a
@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tokendrift_cli.metrics.uncertainty import mean_sd
 
 # The NFE sweep stops at the sequence length: a sampler makes at most one call per position.
 PLANS = {
@@ -147,18 +149,13 @@ def with_model_error(per_seed: list[dict]) -> list[dict]:
 
 
 def summarise(per_seed: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation over seeds per (backbone, arm, NFE)."""
+    """Mean and sample standard deviation over seeds per (backbone, arm, NFE), as `eval` pools
+    runs that differ only in seed (the SD is None while a single seed is done)."""
     rows = []
     for key in dict.fromkeys((r["backbone"], r["arm"], r["nfe"]) for r in per_seed):
         runs = [r for r in per_seed if (r["backbone"], r["arm"], r["nfe"]) == key]
-        row = {"backbone": key[0], "arm": key[1], "nfe": key[2], "seeds": len(runs)}
-        for metric in ("gen_ppl", "entropy", "acceptance", "ngram_jsd", "model_error"):
-            values = [r[metric] for r in runs if metric in r]
-            if not values:
-                continue
-            row[metric] = statistics.mean(values)
-            row[f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        rows.append(row)
+        rows.append({"backbone": key[0], "arm": key[1], "nfe": key[2], "seeds": len(runs),
+                     **mean_sd(runs, ("gen_ppl", "entropy", "acceptance", "ngram_jsd", "model_error"))})
     return rows
 
 
@@ -185,7 +182,8 @@ def markdown(result: dict) -> str:
         cells = []
         for n in nfes:
             r = next((r for r in rows if (r["backbone"], r["arm"], r["nfe"]) == (backbone, arm, n)), None)
-            cells += [f"{r['gen_ppl']:.1f} ± {r['gen_ppl_sd']:.1f}", f"{r['entropy']:.3f}", f"{r['acceptance']:.3f}"] if r else ["", "", ""]
+            spread = f" ± {r['gen_ppl_sd']:.1f}" if r and r["gen_ppl_sd"] is not None else ""
+            cells += [f"{r['gen_ppl']:.1f}{spread}", f"{r['entropy']:.3f}", f"{r['acceptance']:.3f}"] if r else ["", "", ""]
         lines.append(f"| {backbone} | {arm} | " + " | ".join(cells) + " |")
     lines.append("")
     if any("model_error" in r for r in rows):
@@ -199,7 +197,8 @@ def markdown(result: dict) -> str:
                 if r is not None and arm == "exact":
                     cells.append(f"fact. {math.log(r['gen_ppl'] / result['floor_exact']):+.3f}" if result.get("floor_exact") else "")
                 else:
-                    cells.append(f"{r['model_error']:+.3f} ± {r['model_error_sd']:.3f}" if r is not None and "model_error" in r else "")
+                    spread = f" ± {r['model_error_sd']:.3f}" if r is not None and r.get("model_error_sd") is not None else ""
+                    cells.append(f"{r['model_error']:+.3f}{spread}" if r is not None and "model_error" in r else "")
             lines.append(f"| {backbone} | {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     for backbone, floor in result["floor"].items():
@@ -244,7 +243,7 @@ def plots(result: dict, out: Path, suffix: str) -> None:
         for arm in ARMS:
             mine = [r for r in rows if r["backbone"] == backbone and r["arm"] == arm]
             style = dict(color="black", linestyle="--", marker="x", label="exact denoiser") if arm == "exact" else dict(marker="o", label=arm)
-            ax.errorbar([r["nfe"] for r in mine], [r["gen_ppl"] for r in mine], yerr=[r["gen_ppl_sd"] for r in mine], **style)
+            ax.errorbar([r["nfe"] for r in mine], [r["gen_ppl"] for r in mine], yerr=[r["gen_ppl_sd"] or 0.0 for r in mine], **style)
         if result.get("floor_exact"):
             ax.axhline(result["floor_exact"], color="grey", linestyle=":", label="floor (the language)")
         ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="oracle Gen.-PPL", title=backbone.upper())

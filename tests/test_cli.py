@@ -86,7 +86,30 @@ def test_every_shipped_preset_validates():
 def test_presets_show_unknown_name(cli):
     code, _, err = cli("presets", "no-such-preset")
     assert code == 2
-    assert "no such preset" in err
+    _assert_one_line_errors(err, ["tokendrift presets no-such-preset: no such preset"])
+    assert "--preset" not in err  # the command's argument, not a flag never typed
+
+
+def test_version(cli):
+    from importlib.metadata import version
+
+    code, out, _ = cli("--version")
+    assert code == 0 and out == f"tokendrift {version('tokendrift')}\n"
+
+
+def test_shell_completion_is_offered(cli):
+    code, out, _ = cli("--help")
+    assert code == 0 and "--install-completion" in out
+
+
+@pytest.mark.parametrize("key, suggestion", [
+    ("drift.temprature", "did you mean drift.temperatures or drift.lift_temperature?"),
+    ("temperatures", "did you mean drift.temperatures?"),
+])
+def test_an_unknown_set_key_suggests_the_nearest_fields(cli, key, suggestion):
+    code, _, err = cli("train", "--set", f"{key}=1")
+    assert code == 2
+    _assert_one_line_errors(err, [f"{key}: unknown field ({suggestion})"])
 
 
 def test_layers_later_wins(tmp_path):
@@ -107,21 +130,21 @@ def test_layers_later_wins(tmp_path):
 # Every named option of a command given once, and what the resolved spec must hold: each flag sets
 # its documented field (a probe or trap takes one source at a time, hence three and two cases).
 NAMED_OPTIONS = [
-    ("train", "--backbone duo --init none --objective diffusion --nfe 8 --max-steps 5 --batch-size 4 --lr 0.01 --seed 3",
+    ("train", "--backbone duo --init none --objective diffusion --nfe 8 --max-steps 5 --batch-size 4 --lr 0.01 --seed 3 --threads 2",
      {"model.backbone": "duo", "model.init": None, "objective": "diffusion", "nfe": 8, "optim.max_steps": 5,
-      "optim.batch_size": 4, "optim.lr": 0.01, "seed": 3}),
-    ("sample", "--model m --nfe 8 --num-samples 5 --batch-size 2 --seq-len 16 --temperature 0.5 --top-p 0.9 --seed 3",
-     {"model": "m", "sampling.nfe": 8, "sampling.num_samples": 5, "sampling.batch_size": 2, "sampling.seq_len": 16,
+      "optim.batch_size": 4, "optim.lr": 0.01, "seed": 3, "threads": 2}),
+    ("sample", "--model m --nfe 8 --num-samples 5 --batch-size 2 --seq-len 16 --temperature 0.5 --top-p 0.9 --seed 3 --threads 2",
+     {"threads": 2, "model": "m", "sampling.nfe": 8, "sampling.num_samples": 5, "sampling.batch_size": 2, "sampling.seq_len": 16,
       "sampling.temperature": 0.5, "sampling.top_p": 0.9, "seed": 3}),
-    ("eval", "--samples s.jsonl --model a --runs b --model c --nfe 4,8 --genppl-model oracle --metrics genppl,entropy --num-samples 5 --seed 3",
-     {"samples": "s.jsonl", "models": ["a", "b", "c"], "evaluation.nfe": [4, 8], "evaluation.genppl_model": "oracle",
+    ("eval", "--samples s.jsonl --model a --runs b --model c --nfe 4,8 --genppl-model oracle --metrics genppl,entropy --num-samples 5 --seed 3 --threads 2",
+     {"threads": 2, "samples": "s.jsonl", "models": ["a", "b", "c"], "evaluation.nfe": [4, 8], "evaluation.genppl_model": "oracle",
       "evaluation.metrics": ["genppl", "entropy"], "sampling.num_samples": 5, "seed": 3}),
-    ("probe", "--prompt hi --model m --num-masks 4 --top-k 2 --num-prompts 1 --chat-template off --batch-size 2 --dtype bfloat16 --seed 3",
-     {"probe.prompt": "hi", "probe.model": "m", "probe.num_masks": 4, "probe.top_k": 2, "probe.num_prompts": 1,
+    ("probe", "--prompt hi --model m --num-masks 4 --top-k 2 --num-prompts 1 --chat-template off --batch-size 2 --dtype bfloat16 --seed 3 --threads 2",
+     {"threads": 2, "probe.prompt": "hi", "probe.model": "m", "probe.num_masks": 4, "probe.top_k": 2, "probe.num_prompts": 1,
       "probe.chat_template": "off", "probe.batch_size": 2, "probe.dtype": "bfloat16", "seed": 3}),
     ("probe", "--prompts p.jsonl", {"probe.prompts": "p.jsonl"}),
     ("probe", "--from-lima lima.jsonl", {"probe.from_lima": "lima.jsonl"}),
-    ("marginal-trap", "--mode model --model m --seed 3", {"trap.mode": "model", "trap.model": "m", "seed": 3}),
+    ("marginal-trap", "--mode model --model m --seed 3 --threads 0", {"trap.mode": "model", "trap.model": "m", "seed": 3, "threads": 0}),
     ("marginal-trap", "--joint j.json", {"trap.joint": "j.json"}),
 ]
 
@@ -148,6 +171,31 @@ def _at(spec: dict, dotted: str):
     for part in dotted.split("."):
         spec = spec[part]
     return spec
+
+
+def test_set_reads_a_comma_separated_list_as_the_named_options_do(resolve):
+    spec = resolve("train", "--set", "drift.temperatures=0.1,0.2", "--set", "optim.betas=0.9,0.95")
+    assert spec["drift"]["temperatures"] == [0.1, 0.2] and spec["optim"]["betas"] == [0.9, 0.95]
+    spec = resolve("eval", "--set", "evaluation.nfe=4,8", "--set", "evaluation.metrics=genppl,entropy", "--set", "models=[a,b]")
+    assert spec["evaluation"]["nfe"] == [4, 8] and spec["evaluation"]["metrics"] == ["genppl", "entropy"] and spec["models"] == ["a", "b"]
+
+
+def test_threads_sets_torchs_threads_before_the_job_runs(cli, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from tokendrift_cli import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_job_module", lambda command: SimpleNamespace(run=lambda spec, run, ui: {"threads": torch.get_num_threads()}))
+    try:
+        for threads in (2, 1):  # the default, 1, last: the other tests run with one thread
+            args = ["--threads", "2"] if threads == 2 else []
+            code, out, err = cli("sample", *args, "--out", str(tmp_path / f"t{threads}"), "--json")
+            assert code == 0, err
+            assert json.loads(out)["threads"] == threads
+    finally:
+        torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("command, args, expected", NAMED_OPTIONS)

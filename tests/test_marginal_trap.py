@@ -107,3 +107,9 @@ def test_model_mode_end_to_end(cli, trained_run, tmp_path):
     assert result["mode"] == "model" and result["num_contexts"] > 0
     assert 0 <= result["incoherence_mass"] <= 1 and result["estimated_total_correlation_bits"] >= 0
     assert 0 <= result["validity_parallel"]["rate"] <= 1
+    # Invalid parallel draws, as docs/marginal_trap.md shows them: the sentence with its two slots in brackets.
+    examples, parallel = result["invalid_examples"], result["validity_parallel"]
+    assert parallel["rate"] < 1 and examples  # the briefly trained model breaks some pairs
+    assert sum(e["count"] for e in examples) <= round((1 - parallel["rate"]) * parallel["n"])
+    for example in examples:
+        assert example["text"].count("[") == 2 and example["text"].count("]") == 2, example

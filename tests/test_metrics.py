@@ -36,17 +36,19 @@ TEXTS = [
 ]
 
 
-def reference_gen_ppl(folder: str, texts: list[str], max_length: int) -> float:
+def reference_nll_per_text(folder: str, texts: list[str], max_length: int) -> list[tuple[float, int]]:
     """One text at a time, written from the protocol: keep max_length tokens, pad to the longest
-    with EOS, 8-token chunks, count non-EOS targets and the first EOS of each chunk."""
+    with EOS, 8-token chunks, count non-EOS targets and the first EOS of each chunk. Each text's
+    (summed NLL, counted tokens)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     rows = [tokenizer(t)["input_ids"][:max_length] for t in texts]
     width = max(map(len, rows))
-    nll, count = 0.0, 0
+    per_text = []
     for row in rows:
+        nll, count = 0.0, 0
         mask = [1] * len(row) + [0] * (width - len(row))
         row = row + [0] * (width - len(row))
         for start in range(0, width, 8):
@@ -61,7 +63,13 @@ def reference_gen_ppl(folder: str, texts: list[str], max_length: int) -> float:
                 if token != 0 or seen_eos == 1:
                     nll -= float(logits[position - 1].log_softmax(-1)[token])
                     count += 1
-    return math.exp(nll / count)
+        per_text.append((nll, count))
+    return per_text
+
+
+def reference_gen_ppl(folder: str, texts: list[str], max_length: int) -> float:
+    per_text = reference_nll_per_text(folder, texts, max_length)
+    return math.exp(sum(n for n, _ in per_text) / sum(c for _, c in per_text))
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
@@ -69,6 +77,17 @@ def test_hf_judge_matches_an_independent_loop(tiny_judge, batch_size):
     """Samples of a model 16 tokens long: truncated to 16, scored in two 8-token chunks."""
     got = HFJudge(tiny_judge, device="cpu", batch_size=batch_size).score(TEXTS, max_length=16)
     assert got.gen_ppl == pytest.approx(reference_gen_ppl(tiny_judge, TEXTS, max_length=16), rel=1e-4)
+
+
+def test_hf_judge_se_is_the_delta_method_on_each_texts_own_nll(tiny_judge):
+    """SE of exp(R), R = Σ NLLᵢ / Σ tokensᵢ: exp(R) · √(Σ (NLLᵢ − R·tokensᵢ)² / (n(n − 1))) / mean(tokens),
+    on per-text NLLs and counts from the independent loop."""
+    per_text = reference_nll_per_text(tiny_judge, TEXTS, max_length=16)
+    n, nll, tokens = len(per_text), sum(a for a, _ in per_text), sum(b for _, b in per_text)
+    ratio = nll / tokens
+    expected = math.exp(ratio) * math.sqrt(sum((a - ratio * b) ** 2 for a, b in per_text) / (n * (n - 1))) / (tokens / n)
+    got = HFJudge(tiny_judge, device="cpu", batch_size=2).score(TEXTS, max_length=16)
+    assert got.gen_ppl_se == pytest.approx(expected, rel=1e-4)
 
 
 def test_texts_from_a_file_are_cut_at_the_judges_context_as_duo_does(tiny_judge):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 
@@ -47,6 +48,8 @@ def test_train_writes_spec_metrics_checkpoint_and_model(cli, tmp_path, backbone)
     assert Path(result["model_path"], "config.json").is_file()
     assert Path(result["checkpoint"]).name == "checkpoint-4"
     assert "val_nelbo" in result  # validation runs at the last step
+    assert Path(result["curves"]) == out / "curves.png" and (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"outputs in {out}/: checkpoints/, curves.png, metrics.jsonl, model/, results.json, spec.yaml" in stderr
 
 
 def test_spec_yaml_reproduces_the_run(cli, tmp_path):
@@ -191,16 +194,21 @@ def test_train_reports_quality_before_and_after_at_its_nfe(cli, tmp_path, traine
         "--set", "logging.eval_every=0", *data,
     )
     assert code == 0, stderr
-    quality = json.loads(stdout)["quality"]
+    result = json.loads(stdout)
+    quality = result["quality"]
     assert quality["nfe"] == 4 and quality["judge"] == "oracle"
+    # The trained model reloaded from disk scores the validation the run's last step scored in memory.
+    assert quality["after"]["val_ppl"] == pytest.approx(result["val_ppl"], rel=1e-6)
+    assert quality["before"]["val_ppl"] != quality["after"]["val_ppl"]
+    # spec.yaml records the backbone read off the --init checkpoint, not null.
+    assert yaml.safe_load((out / "spec.yaml").read_text())["model"]["backbone"] == "mdlm"
     for name, model in (("before", trained_run), ("after", out)):
         code, stdout, stderr = cli("eval", "--model", str(model), "--nfe", "4", "--num-samples", "16", "--seed", "3",
                                    "--metrics", "genppl,entropy", "--out", str(tmp_path / f"eval-{name}"), "--json")
         assert code == 0, stderr
         row = json.loads(stdout)["rows"][0]
-        assert quality[name]["gen_ppl"] == pytest.approx(row["gen_ppl"], rel=1e-9)
-        assert quality[name]["entropy"] == pytest.approx(row["entropy"], rel=1e-9)
-        assert quality[name]["exact_gen_ppl"] == pytest.approx(row["exact_gen_ppl"], rel=1e-9)
+        for metric in ("gen_ppl", "gen_ppl_se", "entropy", "entropy_se", "acceptance", "acceptance_se", "exact_gen_ppl"):
+            assert quality[name][metric] == pytest.approx(row[metric], rel=1e-9), metric
         assert quality[name]["model_error"] == pytest.approx(math.log(row["gen_ppl"] / quality["exact"]["gen_ppl"]), rel=1e-9)
     assert quality["before"] != quality["after"]
     # Where they stand: the exact MDLM denoiser sampled alike (eval of exact:mdlm), and exp(entropy) of the language.
@@ -231,7 +239,11 @@ def test_builtin_init_is_pretrained_once_then_read_from_the_cache(cli, tmp_path,
     init = Path(json.loads(stdout)["init"])
     assert init.parent == cache / "pretrained" and init.name.startswith("duo-tiny-")  # without --backbone: the builtin DUO
     assert "pretraining the builtin duo checkpoint" in stderr and str(init) in stderr
-    assert json.loads((init / "results.json").read_text())["steps"] == 3
+    built = json.loads((init / "results.json").read_text())
+    assert built["steps"] == 3
+    # The build's results name the folder it is in, not the .building one it was made in.
+    assert (built["run_dir"], built["model_path"], built["checkpoint"]) == (str(init), str(init / "model"), str(init / "checkpoints" / "checkpoint-3"))
+    assert ".building" not in json.dumps(built)
     assert not list(cache.glob("pretrained/*.building"))
     weights = init / "model" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
@@ -281,7 +293,11 @@ def test_an_interrupted_builtin_build_starts_over_under_its_lock(cli, tmp_path, 
     code, stdout, stderr = cli("train", "--out", str(tmp_path / "second"), *common)
     assert code == 0, stderr
     assert json.loads(stdout)["init"] == str(init) and not building.exists()
-    assert json.loads((init / "results.json").read_text())["steps"] == 3
+    built = json.loads((init / "results.json").read_text())
+    assert built["steps"] == 3
+    # The build's results name the folder it is in, not the .building one it was made in.
+    assert (built["run_dir"], built["model_path"], built["checkpoint"]) == (str(init), str(init / "model"), str(init / "checkpoints" / "checkpoint-3"))
+    assert ".building" not in json.dumps(built)
     assert all(r["step"] <= 3 for r in _metrics(init))  # the killed build's step-7 line is gone
 
 

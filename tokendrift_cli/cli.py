@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Optional, get_args, get_origin
 
 import typer
 from pydantic.fields import FieldInfo
@@ -70,9 +70,23 @@ app = typer.Typer(
     name="tokendrift",
     help="Train, sample, evaluate and probe discrete diffusion language models (MDLM, DUO) with TokenDrift.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from tokendrift_cli import __version__
+
+        print(f"tokendrift {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Train, sample, evaluate and probe discrete diffusion language models (MDLM, DUO) with TokenDrift."""
 
 
 def _path(value: str) -> Path:
@@ -104,6 +118,8 @@ def _execute(
     resume: Resume = None,
 ) -> None:
     """Resolve the spec, open the run directory, write spec.yaml, run the job, report."""
+    import torch
+
     from tokendrift_cli.runs import RESULTS, SPEC, Run, RunDir, default_run_path
     from tokendrift_cli.spec import load_spec, spec_to_dict
 
@@ -124,9 +140,13 @@ def _execute(
             if resume is not None:  # before spec.yaml is rewritten: a refused resume leaves the run as it was
                 job.check_resume(resolved, run)
             run.write_yaml(SPEC, spec_to_dict(resolved))
+            if resolved.threads:
+                torch.set_num_threads(resolved.threads)
             result = job.run(resolved, run, ui)
             result = {"run_dir": str(run.path), **result}
             run.write_json(RESULTS, result)
+            if run.is_main:
+                ui.note(_outputs(run.path))
     except SpecError as err:
         for problem in err.problems:
             ui.error(problem)
@@ -142,6 +162,12 @@ def _execute(
         raise typer.Exit(130)
     if json:
         ui.print_json(result)
+
+
+def _outputs(folder: Path) -> str:
+    """Where the run's files are: the last line a command prints (not on stdout under --json)."""
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith("."))
+    return f"outputs in {folder}/: {', '.join(entries)}"
 
 
 JOB_MODULES = {"train": "train", "sample": "sample", "eval": "evaluate", "probe": "probe", "marginal-trap": "marginal_trap"}
@@ -165,11 +191,11 @@ FLAGS = {"models": ("--model", "--runs")}
 
 def _spec_command(command: str, help: str, fields: list[str], *, resumable: bool = False) -> None:
     """Register `tokendrift <command>`: a named option for each dotted spec field in `fields` (and
-    seed), then the options every command shares (_execute's). Flag, help, type and default of a
+    seed and threads), then the options every command shares (_execute's). Flag, help, type and default of a
     named option are its field's; every other field is reached with --set."""
     from tokendrift_cli.spec import spec_field
 
-    named = {dotted.replace(".", "__"): dotted for dotted in [*fields, "seed"]}  # parameter name → field
+    named = {dotted.replace(".", "__"): dotted for dotted in [*fields, "seed", "threads"]}  # parameter name → field
     shared = [
         parameter for name, parameter in inspect.signature(_execute, eval_str=True).parameters.items()
         if name not in ("command", "options") and (resumable or name != "resume")
@@ -198,11 +224,13 @@ def _option(name: str, dotted: str, field: FieldInfo) -> inspect.Parameter:
     """The named option of a field. A choice is read as text, which the spec checks (so its error
     names the field); a list of names or paths repeats its flag (a path may hold a comma), any other
     list is one comma-separated value (--nfe 4,8,16)."""
+    from tokendrift_cli.spec import bare_type
+
     if field.description is None:
         raise TypeError(f"{dotted} has no description for its --help")
     flags = FLAGS.get(dotted, ("--" + dotted.rsplit(".", 1)[-1].replace("_", "-"),))
-    kind, parser, metavar = _bare(field.annotation), None, None
-    item = _bare(get_args(kind)[0]) if get_origin(kind) is list else None
+    kind, parser, metavar = bare_type(field.annotation), None, None
+    item = bare_type(get_args(kind)[0]) if get_origin(kind) is list else None
     default = field.get_default(call_default_factory=True)
     if get_origin(kind) is Literal:
         kind, metavar = str, _choices(kind)
@@ -219,21 +247,16 @@ def _choices(kind: Any) -> str | None:
     return "[" + "|".join(get_args(kind)) + "]" if get_origin(kind) is Literal else None
 
 
-def _bare(annotation: Any) -> Any:
-    """The type inside Optional[...] and Annotated[...]."""
-    if get_origin(annotation) is Annotated:
-        return _bare(get_args(annotation)[0])
-    if get_origin(annotation) is Union:
-        return _bare(next(arg for arg in get_args(annotation) if arg is not type(None)))
-    return annotation
-
-
 def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
 _spec_command(
-    "train", "Train a diffusion LM: plain diffusion loss or the TokenDrift objective.",
+    "train", "Train a diffusion LM: plain diffusion loss or the TokenDrift objective.\n\n"
+    "The progress bar shows the diffusion loss (nats/token: it tracks the model's likelihood under either objective), "
+    "under TokenDrift the drift loss (½‖αV‖² of a normalised field: it may rise while training goes well), and tokens/s. "
+    "The run writes metrics.jsonl and curves.png (losses, validation NELBO and the before/after quality against step); "
+    "--set logging.trackers=tensorboard,wandb also logs through Accelerate to TensorBoard or W&B.",
     ["model.backbone", "model.init", "objective", "nfe", "optim.max_steps", "optim.batch_size", "optim.lr"],
     resumable=True,
 )
@@ -242,7 +265,10 @@ _spec_command(
     ["model", "sampling.nfe", "sampling.num_samples", "sampling.batch_size", "sampling.seq_len", "sampling.temperature", "sampling.top_p"],
 )
 _spec_command(
-    "eval", "Judge samples: Gen.-PPL, entropy, validation perplexity, n-gram JSD, NFE sweeps.",
+    "eval", "Judge samples: Gen.-PPL, entropy, validation perplexity, n-gram JSD, NFE sweeps.\n\n"
+    "Each number comes with its standard error over samples (docs/metrics.md); the samples judged are saved under "
+    "samples/ in the run folder, and train runs given with --model that differ only in their seed are also pooled "
+    "(mean ± SD over seeds).",
     ["samples", "models", "evaluation.nfe", "evaluation.genppl_model", "evaluation.metrics", "sampling.num_samples"],
 )
 _spec_command(
@@ -274,7 +300,7 @@ def presets(
             rows = result["presets"]
             ui.table("presets", rows, ["name", "command", "description"])
         else:
-            content, description = read_preset(name)
+            content, description = read_preset(name, given_as="tokendrift presets")
             result = {"name": name, "description": description, "spec": content}
             import yaml
 

@@ -65,3 +65,11 @@ def generate(model, process, sampling: SamplerSpec, nfe: int, seed: int, ui: UI)
             all_nfe.append(torch.as_tensor(nfe_used).expand(batch).cpu())
             progress.update(task, advance=batch)
     return Generation(torch.cat(all_ids), torch.cat(all_nfe), time.perf_counter() - started)
+
+
+def sample_rows(generation: Generation, texts: list[str]) -> list[dict]:
+    """samples.jsonl's lines: each sample's index, the network calls it took, its ids and its text."""
+    return [
+        {"id": i, "nfe": int(nfe), "ids": ids, "text": text}
+        for i, (ids, nfe, text) in enumerate(zip(generation.ids.tolist(), generation.nfe_used.tolist(), texts))
+    ]

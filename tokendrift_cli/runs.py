@@ -8,6 +8,10 @@ Layout of a run directory:
   train runs also:
     checkpoints/checkpoint-<step>/   Accelerate state, trainer_state.json, and model/
     model/          the final weights (EMA when on) and tokenizer, a save_pretrained folder
+    curves.png      losses, validation NELBO and quality against step
+  eval runs also:
+    samples/<i>-<model>-nfe<k>.jsonl   the samples judged, as `sample` writes samples.jsonl
+    genppl_vs_nfe.png
 
 A folder that holds a run (its spec.yaml or results.json) belongs to that run: only `train --resume`
 opens it again.
@@ -24,7 +28,7 @@ import tempfile
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import yaml
 
@@ -187,12 +191,16 @@ def model_folder(reference: str) -> Path | None:
     return Run(path).model_dir() or path
 
 
-def latest_train_run(root: str | os.PathLike = "runs") -> str:
-    """The newest train run that finished with a model, for commands given no --model."""
+def latest_train_run(root: str | os.PathLike = "runs", note: Callable[[str], None] | None = None) -> str:
+    """The newest train run that finished with a model, for commands given no --model; `note`
+    (the UI's) is told which one was picked."""
     finished = sorted(Path(root).glob(f"train-*/{MODEL}/config.json"), key=lambda p: p.stat().st_mtime)
     if not finished:
         raise InputError(f"model: not given and no finished train run under {root}/; run `tokendrift train` first or pass --model")
-    return str(finished[-1].parent.parent)
+    picked = str(finished[-1].parent.parent)
+    if note is not None:
+        note(f"model: none given; using the latest finished train run, {picked}")
+    return picked
 
 
 class RunDir(Run):

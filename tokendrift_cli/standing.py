@@ -18,11 +18,14 @@ import math
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.generation import generate, process_for
 from tokendrift_cli.metrics.oracle import OracleJudge
-from tokendrift_cli.metrics.text_stats import sample_entropy
+from tokendrift_cli.metrics.text_stats import sample_entropies
+from tokendrift_cli.metrics.uncertainty import mean_se
 from tokendrift_cli.models.exact import ExactDenoiser
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.sampling import SamplerSpec
 from tokendrift_cli.ui import UI
+
+EXACT_KEYS = ("gen_ppl", "gen_ppl_se", "acceptance", "acceptance_se", "entropy", "entropy_se")
 
 
 class Standing:
@@ -34,19 +37,20 @@ class Standing:
         self._exact: dict[tuple[str, int, int], dict] = {}
 
     def exact(self, backbone: str, nfe: int, seq_len: int) -> dict:
-        """{gen_ppl, acceptance, entropy} of the exact denoiser's samples."""
+        """{gen_ppl, acceptance, entropy and their standard errors} of the exact denoiser's samples."""
         key = (backbone, nfe, seq_len)
         if key not in self._exact:
             model = ExactDenoiser(self.language, backbone, seq_len, self.judge.epsilon)
             process = process_for(model, DiffusionSpec())
             ids = generate(model, process, self.sampler.model_copy(update={"seq_len": seq_len}), nfe, self.seed, self.ui).ids
-            scored = self.judge.score_ids(ids)
-            self._exact[key] = {"gen_ppl": scored.gen_ppl, "acceptance": scored.acceptance, "entropy": sample_entropy(ids.tolist())}
+            scored, entropies = self.judge.score_ids(ids), sample_entropies(ids.tolist())
+            self._exact[key] = {"gen_ppl": scored.gen_ppl, "gen_ppl_se": scored.gen_ppl_se, "acceptance": scored.acceptance,
+                                "acceptance_se": scored.acceptance_se, "entropy": sum(entropies) / len(entropies), "entropy_se": mean_se(entropies)}
         return self._exact[key]
 
     def remember(self, backbone: str, nfe: int, seq_len: int, row: dict) -> None:
         """An exact denoiser's row judged elsewhere with these settings (eval of `exact:<backbone>`): not sampled twice."""
-        self._exact[(backbone, nfe, seq_len)] = {key: row[key] for key in ("gen_ppl", "acceptance", "entropy")}
+        self._exact[(backbone, nfe, seq_len)] = {key: row.get(key) for key in EXACT_KEYS}
 
     def floor(self, seq_len: int) -> float:
         """exp(entropy per token) of length-`seq_len` sequences: what the language's own samples score."""

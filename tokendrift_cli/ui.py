@@ -7,8 +7,9 @@ With --quiet, nothing but errors (and the JSON object) is printed.
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, TypeGuard
 
 from rich.console import Console
 from rich.markup import escape
@@ -41,13 +42,18 @@ class UI:
             yield progress
 
     def table(self, title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+        """A value whose row also holds <column>_se or <column>_sd (its standard error, or SD over
+        seeds) is shown as "value ± error"."""
         columns = list(columns or (rows[0].keys() if rows else []))
         # Text, not str: a path or a sample with "[...]" in it is shown as is, not read as Rich markup.
         table = Table(title=Text(title))
         for name in columns:
-            table.add_column(Text(name), justify="right" if rows and _is_number(rows[0].get(name)) else "left")
+            # In a narrow terminal a "value ±error" cell wraps before its error, and text (a path,
+            # tokens) folds, keeping at least 10 characters a line.
+            number = bool(rows) and _is_number(rows[0].get(name))
+            table.add_column(Text(name), justify="right" if number else "left", overflow="fold", min_width=None if number else 10)
         for row in rows:
-            table.add_row(*(Text(_format(row.get(name))) for name in columns))
+            table.add_row(*(Text(_cell(row, name)) for name in columns))
         self.console.print(table)
 
     def print_json(self, obj: Any) -> None:
@@ -65,8 +71,22 @@ class UI:
         self.errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _cell(row: dict[str, Any], name: str) -> str:
+    value = row.get(name)
+    for suffix in ("_se", "_sd"):
+        error = row.get(name + suffix)
+        if not (_is_number(value) and _is_number(error)):
+            continue
+        if error > 0 and math.isfinite(error):
+            # Both to the error's second significant digit: 2795 ±510, 2.450 ±0.053.
+            decimals = min(6, max(0, 1 - math.floor(math.log10(error))))
+            return f"{value:.{decimals}f} ±{error:.{decimals}f}"
+        return f"{_format(value)} ±{_format(error)}"
+    return _format(value)
 
 
 def _format(value: Any) -> str:

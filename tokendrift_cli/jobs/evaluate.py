@@ -1,13 +1,17 @@
 """`tokendrift eval`: judge samples from files or from models swept over NFE.
 
 Each row of the result is one (source, NFE): Gen.-PPL under the judge, mean sample entropy,
-grammar acceptance (oracle judge), n-gram JSD to held-out text, and the model's validation
-NELBO perplexity bound. A PNG plots Gen.-PPL and entropy against NFE, one line per model.
+grammar acceptance (oracle judge), n-gram JSD to held-out text, each with its standard error over
+samples (metrics/uncertainty.py), the model's validation NELBO perplexity bound, and where the
+judged samples were written. Train runs that differ only in their seed are also pooled: mean ±
+SD over seeds. A PNG plots Gen.-PPL and entropy (± SE) against NFE, one line per model.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,14 +20,15 @@ import torch
 from tokendrift_cli.data.jsonl import read_jsonl
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.errors import InputError
-from tokendrift_cli.generation import generate, load_for_sampling
+from tokendrift_cli.generation import generate, load_for_sampling, sample_rows
 from tokendrift_cli.metrics.judging import gen_ppl, judge_name
 from tokendrift_cli.metrics.oracle import OracleJudge
-from tokendrift_cli.metrics.text_stats import ngram_jsd, sample_entropy
+from tokendrift_cli.metrics.text_stats import ngram_jsd, ngram_jsd_se, sample_entropies
+from tokendrift_cli.metrics.uncertainty import mean_sd, mean_se
 from tokendrift_cli.models.exact import is_exact
 from tokendrift_cli.plots import subplots
-from tokendrift_cli.runs import RunDir, latest_train_run, train_run
-from tokendrift_cli.spec import EvalSpec, ModelFacts, check_against_model
+from tokendrift_cli.runs import SPEC, RunDir, latest_train_run, train_run
+from tokendrift_cli.spec import EvalSpec, ModelFacts, check_against_model, flatten, read_spec_file
 from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.standing import Standing
 from tokendrift_cli.ui import UI
@@ -43,7 +48,8 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
         samples, language = read_samples(spec.samples)
         rows.append({"source": spec.samples, "nfe": None, **_score(samples, language, spec, None)})
     standing: Standing | None = None
-    for reference in spec.models or ([] if spec.samples else [latest_train_run()]):
+    references = spec.models or ([] if spec.samples else [latest_train_run(note=ui.note)])
+    for index, reference in enumerate(references):
         model, tokenizer, process = load_for_sampling(reference, spec.weights, spec.sampling.seq_len)
         check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
         language = _language_for_model(reference, tokenizer)
@@ -56,6 +62,8 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
             generation = generate(model, process, spec.sampling, nfe, spec.seed, ui)
             ids = generation.ids.tolist()
             samples = Samples(tokenizer.batch_decode(ids), ids)
+            # The samples judged, as `sample` writes them: the evidence behind the row's numbers.
+            samples_path = run.write_jsonl(f"samples/{index}-{_file_name(reference)}-nfe{nfe}.jsonl", sample_rows(generation, samples.texts))
             row = {"source": reference, "backbone": model.config.backbone, "nfe": nfe, "nfe_used": float(generation.nfe_used.float().mean())}
             row.update(_score(samples, language, spec, generation.ids.shape[1]))
             if oracle is not None and standing is not None:
@@ -64,21 +72,63 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
                 row.update(standing.place(row["gen_ppl"], model.config.backbone, nfe, generation.ids.shape[1]))
             if val_ppl is not None:
                 row["val_ppl"] = val_ppl
+            row["samples_path"] = str(samples_path)
             rows.append(row)
         if oracle is not None:
             floor = OracleJudge(oracle, evaluation.oracle_epsilon).floor(generation.ids.shape[1], spec.sampling.num_samples, spec.seed + 1)
 
-    shown = {"source": "source", "nfe": "nfe", "gen_ppl": "gen_ppl", "exact_gen_ppl": "exact", "model_error": "model err",
-             "factorization_error": "fact. err", "entropy": "entropy", "acceptance": "accept.", "ngram_jsd": "ngram_jsd", "val_ppl": "val_ppl"}
-    shown = {key: name for key, name in shown.items() if any(key in r for r in rows)}
-    ui.table("tokendrift eval", [{name: r.get(key) for key, name in shown.items()} for r in rows])
+    # Where each row stands (the exact denoiser, the split), under short headers for 80 columns.
+    shown = [{**r, **{name: r[key] for key, name in STANDING_COLUMNS.items() if key in r}} for r in rows]
+    columns = [c for c in ("source", "nfe", "gen_ppl", *STANDING_COLUMNS.values(), *METRIC_COLUMNS[1:]) if any(c in r for r in shown)]
+    ui.table("tokendrift eval · ± one standard error over samples", shown, columns)
+    over_seeds = seed_groups(rows)
+    if over_seeds:
+        shown = [{"runs": ", ".join(Path(m).name or m for m in g["models"]), **g} for g in over_seeds]
+        ui.table("over seeds · mean ± SD", shown, [c for c in ("runs", "seeds", "nfe", *METRIC_COLUMNS) if any(c in r for r in shown)])
     if floor:
         ui.console.print(f"floor (the language's own samples): Gen.-PPL {floor['gen_ppl']:.3f}, exact {floor['exact_gen_ppl']:.3f}")
     if standing is not None:
-        ui.console.print("exact_gen_ppl: the exact denoiser with the same sampler and NFE (the best a likelihood-trained model reaches); "
-                         "model_error = ln(gen_ppl / exact), factorization_error = ln(exact / floor), nats per token")
-    plot = _plot(run, rows, standing)
-    return {"rows": rows, "floor": floor, "plot": str(plot) if plot else None}
+        ui.console.print("exact: the exact denoiser with the same sampler and NFE (the best a likelihood-trained model reaches); "
+                         "model err = ln(gen_ppl / exact), fact. err = ln(exact / floor), nats per token")
+    plot = _plot(run, rows)
+    return {"rows": rows, "over_seeds": over_seeds, "floor": floor, "plot": str(plot) if plot else None}
+
+
+# The quality columns of a row; each but val_ppl carries <name>_se, and a seed group's <name>_sd.
+METRIC_COLUMNS = ("gen_ppl", "entropy", "acceptance", "ngram_jsd", "val_ppl")
+# Where a row stands on the synthetic language (standing.py), and its table header.
+STANDING_COLUMNS = {"exact_gen_ppl": "exact", "model_error": "model err", "factorization_error": "fact. err"}
+# What may differ between the train runs of one seed group besides the seed: how they logged,
+# reported, and how many threads computed them (which moves only the last digits).
+NOT_THE_RUN = ("seed", "threads", "logging.", "quality.")
+
+
+def seed_groups(rows: list[dict]) -> list[dict]:
+    """Rows of train runs whose specs differ only in their seed, pooled per NFE: mean ± SD over
+    the runs of each metric (as reproduce.py reports its arms). Groups of one run are left out."""
+    groups: dict[str, dict[str, int]] = {}
+    for source in dict.fromkeys(r["source"] for r in rows if r["nfe"] is not None):
+        trained = train_run(source)
+        if trained is None:
+            continue
+        spec = flatten(read_spec_file(trained.file(SPEC)))
+        key = json.dumps({k: v for k, v in spec.items() if not k.startswith(NOT_THE_RUN)}, sort_keys=True)
+        groups.setdefault(key, {})[source] = spec.get("seed", 0)
+    out = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for nfe in dict.fromkeys(r["nfe"] for r in rows if r["source"] in members):
+            mine = [r for r in rows if r["source"] in members and r["nfe"] == nfe]
+            out.append({
+                "models": list(members), "seeds": [members[r["source"]] for r in mine], "nfe": nfe, **mean_sd(mine, METRIC_COLUMNS),
+            })
+    return out
+
+
+def _file_name(reference: str) -> str:
+    """A model reference (a path, a hub name) as part of a file name."""
+    return re.sub(r"[^\w.-]+", "_", Path(reference).name or reference).strip("_.") or "model"
 
 
 def read_samples(path: str) -> tuple[Samples, SyntheticLanguage | None]:
@@ -119,12 +169,15 @@ def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec,
         ))
     if "entropy" in evaluation.metrics:
         tokens: list[list[int]] | list[list[str]] = samples.ids or [text.split() for text in samples.texts]
-        result["entropy"] = sample_entropy(tokens)
+        entropies = sample_entropies(tokens)
+        result["entropy"] = sum(entropies) / len(entropies)
+        result["entropy_se"] = mean_se(entropies)
     if "ngram_jsd" in evaluation.metrics:
         reference = _reference_texts(evaluation.reference, language, len(samples.texts), seq_len, spec.seed)
         if reference is not None:
             jsd = ngram_jsd(samples.texts, reference, evaluation.ngram_max)
             result["ngram_jsd"] = jsd["mean"]
+            result["ngram_jsd_se"] = ngram_jsd_se(samples.texts, reference, evaluation.ngram_max, seed=spec.seed)
             result["ngram_jsd_by_n"] = {k: v for k, v in jsd.items() if k != "mean"}
     return result
 
@@ -179,7 +232,7 @@ def _val_ppl(reference: str, model, process, language: SyntheticLanguage | None,
     return math.exp(total / count)
 
 
-def _plot(run: RunDir, rows: list[dict], standing: Standing | None) -> Path | None:
+def _plot(run: RunDir, rows: list[dict]) -> Path | None:
     """Gen.-PPL and entropy against NFE, a line per source; on the synthetic language with the oracle,
     the exact denoiser of each backbone (dashed) and the floor (dotted) beside them."""
     swept = [r for r in rows if r["nfe"] is not None and "gen_ppl" in r]
@@ -189,17 +242,17 @@ def _plot(run: RunDir, rows: list[dict], standing: Standing | None) -> Path | No
     for source in dict.fromkeys(r["source"] for r in swept):
         mine = sorted((r for r in swept if r["source"] == source), key=lambda r: r["nfe"])
         label = Path(source).name or source
-        axes[0, 0].plot([r["nfe"] for r in mine], [r["gen_ppl"] for r in mine], marker="o", label=label)
-        if all("entropy" in r for r in mine):
-            axes[0, 1].plot([r["nfe"] for r in mine], [r["entropy"] for r in mine], marker="o", label=label)
-    if standing is not None:
-        placed = [r for r in swept if "exact_gen_ppl" in r]
-        for backbone in dict.fromkeys(r["backbone"] for r in placed):
-            exact = sorted({(r["nfe"], r["exact_gen_ppl"]) for r in placed if r["backbone"] == backbone})
-            axes[0, 0].plot([n for n, _ in exact], [g for _, g in exact], "k--", marker="x", linewidth=1, label=f"exact {backbone}")
-        if placed:
-            axes[0, 0].axhline(placed[0]["floor_gen_ppl"], color="grey", linestyle=":", label="floor (the language)")
-    for ax, title in zip(axes[0], ("Gen.-PPL", "sample entropy (nats)")):
+        for ax, metric in zip(axes[0], ("gen_ppl", "entropy")):
+            if all(metric in r for r in mine):
+                errors = [r.get(f"{metric}_se") or 0.0 for r in mine]
+                ax.errorbar([r["nfe"] for r in mine], [r[metric] for r in mine], yerr=errors, marker="o", capsize=3, label=label)
+    placed = [r for r in swept if "exact_gen_ppl" in r]
+    for backbone in dict.fromkeys(r["backbone"] for r in placed):
+        exact = sorted({(r["nfe"], r["exact_gen_ppl"]) for r in placed if r["backbone"] == backbone})
+        axes[0, 0].plot([n for n, _ in exact], [g for _, g in exact], "k--", marker="x", linewidth=1, label=f"exact {backbone}")
+    if placed:
+        axes[0, 0].axhline(placed[0]["floor_gen_ppl"], color="grey", linestyle=":", label="floor (the language)")
+    for ax, title in zip(axes[0], ("Gen.-PPL ± SE", "sample entropy (nats) ± SE")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFE")
         ax.set_title(title)

@@ -88,7 +88,7 @@ def _model(spec: TrapCommandSpec, rng: np.random.Generator, run: RunDir, ui: UI)
     from tokendrift_cli.models.loading import load_denoiser, load_tokenizer_for
 
     trap = spec.trap
-    reference = trap.model or latest_train_run()
+    reference = trap.model or latest_train_run(note=ui.note)
     model = load_denoiser(reference, weights=trap.weights).eval()
     check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
     language = SyntheticLanguage()
@@ -110,7 +110,7 @@ def _model(spec: TrapCommandSpec, rng: np.random.Generator, run: RunDir, ui: UI)
             counter.total += len(samples)
             if scheme == "parallel":
                 for row in samples[~accepted]:
-                    text = language.decode(row.tolist())
+                    text = _fill(language, row, slots, tuple(row[slots].tolist()))
                     invalid[text] = invalid.get(text, 0) + 1
     result = {
         "mode": "model",
@@ -124,7 +124,9 @@ def _model(spec: TrapCommandSpec, rng: np.random.Generator, run: RunDir, ui: UI)
         "invalid_examples": _examples(invalid),
     }
     strongest = max(range(len(contexts)), key=lambda i: exact_tables[i].total_correlation_bits())
-    _plot_heatmap(run, JointTable(estimates[strongest]["joint"]), "model joint (top-m) vs product", language)
+    ids, slots = contexts[strongest]
+    context = _fill(language, ids, slots, tuple("_" * len(slots)))
+    _plot_heatmap(run, JointTable(estimates[strongest]["joint"]), f"model joint (top-{trap.top_m}) vs product: {context}", language)
     _plot_validity(run, result)
     return result
 
@@ -239,6 +241,8 @@ def _print(ui: UI, result: dict) -> None:
     ui.table(f"tokendrift marginal-trap · {result['mode']}", rows)
     for example in result["invalid_examples"][:5]:
         ui.console.print(f"  [red]✗[/] {escape(example['text'])}  ×{example['count']}", highlight=False)
+    if not result["invalid_examples"]:
+        ui.note("no invalid combination among the parallel draws")
 
 
 def _plot_heatmap(run: RunDir, table: JointTable, title: str, language: SyntheticLanguage | None = None) -> None:
@@ -249,13 +253,18 @@ def _plot_heatmap(run: RunDir, table: JointTable, title: str, language: Syntheti
     two = JointTable(pairs)
     rows, cols = (sorted(m, key=m.__getitem__, reverse=True)[:12] for m in two.marginals)
     label = (lambda t: language.vocab[t]) if language is not None and isinstance(rows[0], int) else str
+    # One colour scale for both panels, so equal colours are equal probabilities.
+    top = max([*pairs.values(), *(two.marginals[0][a] * two.marginals[1][b] for a in rows for b in cols)])
     fig, axes = subplots(ncols=2, width=4.5)
     for ax, name, value in ((axes[0, 0], "joint", lambda a, b: pairs.get((a, b), 0.0)),
                             (axes[0, 1], "product of marginals", lambda a, b: two.marginals[0][a] * two.marginals[1][b])):
-        ax.imshow([[value(a, b) for b in cols] for a in rows], cmap="magma", vmin=0)
+        image = ax.imshow([[value(a, b) for b in cols] for a in rows], cmap="magma", vmin=0, vmax=top)
         ax.set_xticks(range(len(cols)), [label(c) for c in cols], rotation=90, fontsize=7)
         ax.set_yticks(range(len(rows)), [label(r) for r in rows], fontsize=7)
         ax.set_title(name, fontsize=9)
+        ax.set_xlabel("second slot")
+    axes[0, 0].set_ylabel("first slot")
+    fig.colorbar(image, ax=list(axes[0]), label="probability", shrink=0.8)
     fig.suptitle(title, fontsize=8)
     run.save_figure("joint_vs_product.png", fig)
 

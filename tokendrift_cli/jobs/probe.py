@@ -31,7 +31,7 @@ from tokendrift_cli.ui import UI
 def run(spec: ProbeCommandSpec, run: RunDir, ui: UI) -> dict:
     probe = spec.probe
     prompts = _load_prompts(spec)
-    model_ref = probe.model or latest_train_run()
+    model_ref = probe.model or latest_train_run(note=ui.note)
     adapter = load_adapter(probe, model_ref)
     if is_exact(model_ref):
         _in_the_language(adapter, prompts, model_ref)
@@ -55,10 +55,15 @@ def run(spec: ProbeCommandSpec, run: RunDir, ui: UI) -> dict:
     run.write_json("summary.json", summary)
     _plots(run, positions)
     shown = [positions[p - 1] for p in _powers_of_two(probe.num_masks)]
+    # Two narrow tables rather than one wide one: each fits an 80-column terminal.
     ui.table(f"tokendrift probe · {Path(model_ref).name or model_ref} · {len(prompts)} prompts", [
         {"position": r["position"], "entropy": r["mean_entropy"], "top1_prob": r["mean_top1_prob"],
-         "eos": r["share_eos"], "punct": r["share_punctuation"], "stop": r["share_stopword"], "content": r["share_content"],
-         "prompt_div": r["prompt_divergence_bits"], "top-1": ", ".join(t for t, _ in r["top1_tokens"][:3])}
+         "prompt_div": r["prompt_divergence_bits"], "top-1 tokens": ", ".join(t for t, _ in r["top1_tokens"][:3])}
+        for r in shown
+    ])
+    ui.table("what the top-1 token is (share of prompts)", [
+        {"position": r["position"], "eos": r["share_eos"], "punctuation": r["share_punctuation"],
+         "stopword": r["share_stopword"], "content": r["share_content"]}
         for r in shown
     ])
     return summary
@@ -201,7 +206,10 @@ def _plots(run: RunDir, rows: list[dict]) -> None:
     frequent = sorted(totals, key=totals.__getitem__, reverse=True)[:15]
     grid = [[dict(r["top1_tokens"]).get(token, 0) for r in rows] for token in frequent]
     fig, axes = subplots(width=8, height=0.3 * len(frequent) + 1.5)
-    axes[0, 0].imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    # extent: columns centred on positions 1..N, as the other probe plots count them.
+    image = axes[0, 0].imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest",
+                              extent=(positions[0] - 0.5, positions[-1] + 0.5, len(frequent) - 0.5, -0.5))
     axes[0, 0].set_yticks(range(len(frequent)), [repr(t) for t in frequent], fontsize=7)
-    axes[0, 0].set(xlabel="masked position (index)", title="frequent top-1 tokens by position")
+    axes[0, 0].set(xlabel="masked position", title="frequent top-1 tokens by position")
+    fig.colorbar(image, ax=axes[0, 0], label="prompts")
     run.save_figure("top1_heatmap.png", fig)

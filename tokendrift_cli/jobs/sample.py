@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from tokendrift_cli.generation import generate, load_for_sampling
+from tokendrift_cli.generation import generate, load_for_sampling, sample_rows
 from tokendrift_cli.metrics.text_stats import sample_entropy
 from tokendrift_cli.runs import RunDir, latest_train_run
 from tokendrift_cli.spec import ModelFacts, SampleSpec, check_against_model
@@ -12,15 +12,12 @@ from tokendrift_cli.ui import UI
 
 
 def run(spec: SampleSpec, run: RunDir, ui: UI) -> dict:
-    reference = spec.model or latest_train_run()
+    reference = spec.model or latest_train_run(note=ui.note)
     model, tokenizer, process = load_for_sampling(reference, spec.weights, spec.sampling.seq_len)
     check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
     generation = generate(model, process, spec.sampling, spec.sampling.nfe, spec.seed, ui)
     texts = tokenizer.batch_decode(generation.ids.tolist())
-    rows = [
-        {"id": i, "nfe": int(nfe), "ids": ids, "text": text}
-        for i, (ids, nfe, text) in enumerate(zip(generation.ids.tolist(), generation.nfe_used.tolist(), texts))
-    ]
+    rows = sample_rows(generation, texts)
     samples_path = run.write_jsonl("samples.jsonl", rows)
     num_tokens = generation.ids.numel()
     result = {

@@ -31,7 +31,7 @@ from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser, load_denoiser
 from tokendrift_cli.runs import MODEL, RESULTS, SPEC, Run, RunDir, atomic_write_text, to_json, writing
-from tokendrift_cli.spec import LoggingSpec, ModelFacts, QualitySpec, TrainSpec, check_against_model, load_spec, spec_to_dict
+from tokendrift_cli.spec import LoggingSpec, ModelFacts, QualitySpec, TrainSpec, check_against_model, flatten, load_spec, spec_to_dict
 from tokendrift_cli.spec.model import BUILTIN
 from tokendrift_cli.spec.optim import OptimSpec
 from tokendrift_cli.ui import UI
@@ -44,7 +44,10 @@ BUILTIN_STEPS, BUILTIN_LR = 1500, 1e-3
 BUILTIN_BACKBONE = "duo"
 
 
-def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
+def run(spec: TrainSpec, run: RunDir, ui: UI, *, published: Path | None = None) -> dict:
+    """Train; `published` is the folder the run's files will be in once it is done, where that is
+    not `run.path` (the builtin build's): the paths the result names are there."""
+    requested = spec
     if spec.model.init == BUILTIN:  # first: its build is a train run with its own Accelerator
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"init": builtin_checkpoint(spec, ui)})})
     accelerator = Accelerator(
@@ -66,6 +69,8 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     valid_ids = data["validation"].with_format("torch")[: spec.logging.valid_sequences]["input_ids"]
     model = build_denoiser(spec.model, tokenizer, seq_len=spec.data.seq_len)
     check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
+    if requested.model.backbone is None:  # spec.yaml records what runs: the backbone read off the checkpoint
+        run.write_yaml(SPEC, spec_to_dict(requested.model_copy(update={"model": requested.model.model_copy(update={"backbone": model.config.backbone})})))
     process = make_process(
         model.config.backbone, spec.diffusion, model.config.vocab_size, model.config.mask_token_id, model.config.time_conditioning
     )
@@ -135,10 +140,12 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
                 _save_checkpoint(run, accelerator, model, ema, tokenizer, step, spec.logging.keep_checkpoints)
 
     model_dir = _save_final(run, accelerator, model, ema, tokenizer)
-    quality = _quality(spec, model_dir, tokenizer, process, accelerator, ui) if spec.quality.num_samples else None
+    quality = _quality(spec, model_dir, tokenizer, process, valid_ids, accelerator, ui) if spec.quality.num_samples else None
+    curves = _plot_curves(run, quality)
     accelerator.end_training()
     seconds = time.perf_counter() - started
     steps_done = spec.optim.max_steps - start_step
+    home, checkpoint = published or run.path, run.latest_checkpoint()
     result = {
         "backbone": accelerator.unwrap_model(model).config.backbone,
         "objective": spec.objective,
@@ -150,8 +157,9 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
         "tokens_per_s": steps_done * tokens_per_step / seconds if seconds > 0 else None,
         **{key: last[key] for key in ("loss", "diffusion_loss", "drift_loss", "val_nelbo", "val_ppl") if key in last},
         "init": spec.model.init,
-        "model_path": str(model_dir),
-        "checkpoint": str(run.latest_checkpoint()),
+        "model_path": str(home / model_dir.relative_to(run.path)),
+        "checkpoint": str(home / checkpoint.relative_to(run.path)) if checkpoint else None,
+        "curves": str(home / curves.relative_to(run.path)),
     }
     ui.table(f"tokendrift train · {result['backbone']} · {spec.objective}", [
         {"": key, "value": value} for key, value in result.items() if value is not None
@@ -159,8 +167,8 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
     if quality:
         result["quality"] = quality
         labels = {"before": "before", "after": "after", "exact": f"exact {result['backbone']} denoiser", "floor": "the language (floor)"}
-        columns = ["", "gen_ppl", "acceptance", "entropy", "model_error", "factorization_error"]
-        ui.table(f"quality at NFE {quality['nfe']} · judge {quality['judge']} · {spec.quality.num_samples} samples", [
+        columns = ["", "gen_ppl", "acceptance", "entropy", "val_ppl", "model_error", "factorization_error"]
+        ui.table(f"quality at NFE {quality['nfe']} · judge {quality['judge']} · {spec.quality.num_samples} samples · ± SE", [
             {"": label, **quality[name]} for name, label in labels.items() if quality.get(name)
         ], [c for c in columns if c == "" or any(c in (quality.get(n) or {}) for n in labels)])
         if "exact" in quality:
@@ -186,29 +194,35 @@ def _validate(model, ema, process, valid_ids, spec: TrainSpec, accelerator: Acce
     """Validation NELBO (nats/token) and its perplexity bound, with fixed noise so steps compare."""
     raw = accelerator.unwrap_model(model)
     raw.eval()
-    generator = _generator(accelerator.device, spec.seed, -1, 0, 0)
-    context = ema.swapped_in(raw) if ema is not None else nullcontext()
-    with context:
-        total, count = 0.0, 0
-        for batch in valid_ids.split(spec.optim.batch_size):
-            nelbo = process.val_nelbo(as_denoiser(raw), batch.to(accelerator.device), generator)
-            total += float(nelbo) * batch.numel()
-            count += batch.numel()
-    nelbo = total / count
+    with ema.swapped_in(raw) if ema is not None else nullcontext():
+        nelbo = _val_nelbo(raw, process, valid_ids, spec, accelerator.device)
     return {"val_nelbo": nelbo, "val_ppl": math.exp(nelbo)}
+
+
+@torch.no_grad()
+def _val_nelbo(raw, process, valid_ids, spec: TrainSpec, device: torch.device) -> float:
+    """Mean NELBO per token over the validation sequences, under the run's fixed validation noise."""
+    generator = _generator(device, spec.seed, -1, 0, 0)
+    total, count = 0.0, 0
+    for batch in valid_ids.split(spec.optim.batch_size):
+        total += float(process.val_nelbo(as_denoiser(raw), batch.to(device), generator)) * batch.numel()
+        count += batch.numel()
+    return total / count
 
 
 # ---------------------------------------------------------------------------- what the run targets
 
 
-def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, accelerator: Accelerator, ui: UI) -> dict:
+def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, valid_ids, accelerator: Accelerator, ui: UI) -> dict:
     """Samples at the run's NFE from the starting checkpoint and from the trained model (the saved
     weights: EMA when on), drawn with the same seed and judged alike: the oracle on the
-    synthetic language, else quality.judge."""
+    synthetic language, else quality.judge; each with its validation perplexity bound, scored
+    as the run's own validation is (so `after` equals the run's last val_ppl)."""
     from tokendrift_cli.data.synthetic import SyntheticLanguage
     from tokendrift_cli.generation import generate
     from tokendrift_cli.metrics.judging import gen_ppl
-    from tokendrift_cli.metrics.text_stats import sample_entropy
+    from tokendrift_cli.metrics.text_stats import sample_entropies
+    from tokendrift_cli.metrics.uncertainty import mean_se
     from tokendrift_cli.spec.sampling import SamplerSpec
 
     quality: dict = {"nfe": spec.nfe}
@@ -226,8 +240,13 @@ def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, accelerator: 
             model = load().to(accelerator.device).eval()
             ids = generate(model, process, sampler, spec.nfe, spec.seed, ui).ids.tolist()
             judged = gen_ppl(tokenizer.batch_decode(ids), ids, language, spec.quality.judge, field="quality.judge", max_length=len(ids[0]))
+            entropies = sample_entropies(ids)
             quality["judge"] = judged["judge"]
-            quality[name] = {"gen_ppl": judged["gen_ppl"], "acceptance": judged.get("acceptance"), "entropy": sample_entropy(ids)}
+            quality[name] = {
+                **{key: judged.get(key) for key in ("gen_ppl", "gen_ppl_se", "acceptance", "acceptance_se")},
+                "entropy": sum(entropies) / len(entropies), "entropy_se": mean_se(entropies),
+                "val_ppl": math.exp(_val_nelbo(model, process, valid_ids, spec, accelerator.device)),
+            }
         if language is not None and quality["judge"] == "oracle":  # where the numbers stand: the exact denoiser and the floor
             from tokendrift_cli.metrics.oracle import OracleJudge
             from tokendrift_cli.standing import Standing
@@ -244,6 +263,36 @@ def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, accelerator: 
     return quality
 
 
+def _plot_curves(run: RunDir, quality: dict | None) -> Path:
+    """curves.png: the logged losses, validation NELBO and (with a quality report) Gen.-PPL against
+    step, from metrics.jsonl, so a resumed run's picture holds its whole history."""
+    from tokendrift_cli.plots import subplots
+
+    rows = run.read_metrics()
+    panels = ["diffusion"] + (["drift"] if any("drift_loss" in r for r in rows) else []) + (["quality"] if quality else [])
+    fig, axes = subplots(ncols=len(panels), width=4.5)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "diffusion":
+            ax.plot([r["step"] for r in rows], [r["diffusion_loss"] for r in rows], label="train (diffusion loss)")
+            valid = [r for r in rows if "val_nelbo" in r]
+            ax.plot([r["step"] for r in valid], [r["val_nelbo"] for r in valid], "o-", markersize=3, label="validation NELBO")
+            ax.set(ylabel="nats / token", title="diffusion loss")
+        elif panel == "drift":
+            drift = [r for r in rows if "drift_loss" in r]
+            ax.plot([r["step"] for r in drift], [r["drift_loss"] for r in drift], color="tab:green", label="drift loss ½‖αV‖²")
+            ax.set(title="drift loss (normalised field)")
+        else:
+            assert quality is not None
+            last = rows[-1]["step"] if rows else 0
+            points = [(step, quality[name]) for step, name in ((0, "before"), (last, "after")) if quality.get(name)]
+            ax.errorbar([step for step, _ in points], [q["gen_ppl"] for _, q in points], yerr=[q.get("gen_ppl_se") or 0.0 for _, q in points],
+                        marker="o", capsize=4, label=f"Gen.-PPL ({quality['judge']}) ± SE")
+            ax.set(yscale="log", title=f"quality at NFE {quality['nfe']}")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    return run.save_figure("curves.png", fig)
+
+
 def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
     """The toolkit's own starting checkpoint for `spec`'s backbone, size and synthetic data:
     pretrained with the diffusion loss on first use, then cached. Every process builds it
@@ -255,7 +304,8 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
         optim=OptimSpec(max_steps=BUILTIN_STEPS, lr=BUILTIN_LR, warmup_steps=50, batch_size=64),
         logging=LoggingSpec(eval_every=0, save_every=500, log_every=100), quality=QualitySpec(num_samples=0),
     )
-    recipe_json = json.dumps(recipe.model_dump(mode="json", exclude={"data": {"cache_dir"}}), sort_keys=True)
+    recipe = recipe.model_copy(update={"threads": spec.threads})  # how it is computed, not what: outside the key
+    recipe_json = json.dumps(recipe.model_dump(mode="json", exclude={"data": {"cache_dir"}, "threads": True}), sort_keys=True)
     key = hashlib.sha256(recipe_json.encode()).hexdigest()[:12]
     folder = Path(spec.data.cache_dir or default_cache_dir()) / "pretrained" / f"{backbone}-{spec.model.size}-{key}"
     if not Run(folder).file(RESULTS).is_file():  # the folder gets its name only when the build is done
@@ -272,7 +322,7 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
             if held and not interrupted:
                 pretrain.truncate_metrics(last_step=0)
             pretrain.write_yaml(SPEC, recipe.model_dump(mode="json"))
-            pretrain.write_json(RESULTS, run(recipe, pretrain, ui))
+            pretrain.write_json(RESULTS, {"run_dir": str(folder), **run(recipe, pretrain, ui, published=folder)})
             if pretrain.is_main:  # renamed while still locked: no other build can start in between
                 os.replace(building, folder)
         PartialState().wait_for_everyone()
@@ -370,19 +420,20 @@ def _save_model(accelerator: Accelerator, model, ema, tokenizer, folder: Path) -
     tokenizer.save_pretrained(folder)
 
 
-# What a resumed run may change: how far it goes, and how it logs and saves. Anything else would
-# make it a different run than the one its spec.yaml, metrics and checkpoints record.
-RESUMABLE_CHANGES = ("optim.max_steps", "logging.")
+# What a resumed run may change: how far it goes, how it logs and saves, and its CPU threads (a
+# machine's, which move only the last digits). Anything else would make it a different run than
+# the one its spec.yaml, metrics and checkpoints record.
+RESUMABLE_CHANGES = ("optim.max_steps", "logging.", "threads")
 
 
 def check_resume(spec: TrainSpec, run: RunDir) -> None:
     """Refuse a --resume that would not continue the run in `run` (called before its spec.yaml is rewritten)."""
-    recorded = _flat(spec_to_dict(load_spec("train", spec_file=run.file(SPEC))))
-    for key, value in _flat(spec_to_dict(spec)).items():
+    recorded = flatten(spec_to_dict(load_spec("train", spec_file=run.file(SPEC))))
+    for key, value in flatten(spec_to_dict(spec)).items():
         if value != recorded.get(key) and not key.startswith(RESUMABLE_CHANGES):
             raise InputError(
                 f"{key}: {value!r} differs from the run's {recorded.get(key)!r} ({run.file(SPEC)}); "
-                "a resumed run may change only optim.max_steps and logging.*"
+                "a resumed run may change only optim.max_steps, logging.* and threads"
             )
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
@@ -392,16 +443,6 @@ def check_resume(spec: TrainSpec, run: RunDir) -> None:
         raise InputError(f"optim.max_steps: {spec.optim.max_steps} is below the checkpoint's step {step}; a resumed run cannot go back")
     if spec.optim.max_steps == step and run.file("results.json").exists():
         raise InputError(f"--resume {run.path}: the run finished at step {step}; raise --max-steps to continue it")
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _resume(run: RunDir, accelerator: Accelerator) -> int:
@@ -428,8 +469,12 @@ def _mean(window: list[dict], accelerator: Accelerator) -> dict:
 
 
 def _progress_info(row: dict) -> str:
-    parts = [f"loss {row['loss']:.3f}"]
-    if "drift_norm" in row:
-        parts.append(f"drift {row['drift_norm']:.3f}")
+    """The progress bar's columns (README, "What train shows"): the diffusion loss, which tracks
+    the model's likelihood under either objective, then TokenDrift's drift loss (½‖αV‖² of a
+    normalised field: its size says how far samples are from data, and it may rise while
+    training goes well), then throughput."""
+    parts = [f"diffusion loss {row['diffusion_loss']:.3f}"]
+    if "drift_loss" in row:
+        parts.append(f"drift loss {row['drift_loss']:.3f}")
     parts.append(f"{row['tokens_per_s']:.0f} tok/s")
     return " · ".join(parts)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tokendrift_cli.errors import InputError
+from tokendrift_cli.metrics.uncertainty import gen_ppl_se
 from tokendrift_cli.models.loading import DTYPES, OFFLINE_HINT, default_device
 
 
@@ -25,6 +26,7 @@ class GenPPLResult:
     gen_ppl: float
     nll_per_token: float
     num_tokens: int
+    gen_ppl_se: float | None  # over samples, by the delta method (metrics/uncertainty.py)
 
 
 class HFJudge:
@@ -57,7 +59,7 @@ class HFJudge:
         )
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
         eos = self.tokenizer.eos_token_id
-        total_nll, total_tokens = 0.0, 0
+        sample_nll, sample_tokens = torch.zeros(ids.shape[0], dtype=torch.float64), torch.zeros(ids.shape[0], dtype=torch.long)
         for start in range(0, ids.shape[0], self.batch_size):
             rows = ids[start : start + self.batch_size].to(self.device)
             rows_mask = mask[start : start + self.batch_size].to(self.device)
@@ -66,7 +68,9 @@ class HFJudge:
                 nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), chunk[:, 1:], reduction="none")
                 first_eos = (chunk == eos).cumsum(-1) == 1
                 counted = (first_eos | (chunk != eos))[:, 1:]
-                total_nll += float((nll * counted).sum())
-                total_tokens += int(counted.sum())
-        nll_per_token = total_nll / max(total_tokens, 1)
-        return GenPPLResult(math.exp(nll_per_token), nll_per_token, total_tokens)
+                sample_nll[start : start + len(rows)] += (nll * counted).sum(-1).double().cpu()
+                sample_tokens[start : start + len(rows)] += counted.sum(-1).cpu()
+        total_tokens = int(sample_tokens.sum())
+        nll_per_token = float(sample_nll.sum()) / max(total_tokens, 1)
+        se = gen_ppl_se(sample_nll.tolist(), sample_tokens.tolist())
+        return GenPPLResult(math.exp(nll_per_token), nll_per_token, total_tokens, se)

@@ -21,6 +21,7 @@ from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.data.synthetic.exact import CHANNEL_EPSILON
 from tokendrift_cli.errors import InputError
 from tokendrift_cli.metrics.text_stats import sample_entropy
+from tokendrift_cli.metrics.uncertainty import gen_ppl_se, mean_se
 
 
 @dataclass
@@ -30,6 +31,8 @@ class OracleResult:
     acceptance: float
     num_samples: int
     num_tokens: int
+    gen_ppl_se: float | None  # standard errors over samples (metrics/uncertainty.py)
+    acceptance_se: float | None
 
 
 class OracleJudge:
@@ -44,12 +47,15 @@ class OracleJudge:
         nll = -self.language.noisy_log_prob(ids, self.epsilon)
         accepted = self.language.accepts(ids)
         exact = self.language.log_prob(ids[accepted])
+        length = ids.shape[1]
         return OracleResult(
             gen_ppl=math.exp(float(nll.sum()) / ids.numel()),
             gen_ppl_accepted=math.exp(float(-exact.sum()) / (int(accepted.sum()) * ids.shape[1])) if accepted.any() else None,
             acceptance=float(accepted.float().mean()),
             num_samples=ids.shape[0],
             num_tokens=ids.numel(),
+            gen_ppl_se=gen_ppl_se(nll.tolist(), [length] * ids.shape[0]),
+            acceptance_se=mean_se(accepted.float().tolist()),
         )
 
     def score_texts(self, texts: list[str]) -> OracleResult:

@@ -7,12 +7,13 @@ validated at once; every problem becomes one line naming its dotted field.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar, Union
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -21,7 +22,7 @@ from pydantic_core import ErrorDetails
 
 from tokendrift_cli.errors import SpecError
 from tokendrift_cli.files import read_user_text
-from tokendrift_cli.spec.base import NonEmpty, Seed, StrictModel
+from tokendrift_cli.spec.base import NonEmpty, Seed, StrictModel, Threads
 from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.drift import DriftSpec
@@ -39,7 +40,7 @@ class LoggingSpec(StrictModel):
     save_every: int = Field(100, ge=0, description="steps between checkpoints; 0 saves only at the end")
     valid_sequences: int = Field(256, ge=1, description="validation sequences scored at each evaluation")
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept on disk")
-    trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="Accelerate trackers")
+    trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="also log each metrics.jsonl line to TensorBoard or W&B through Accelerate (needs the package)")
 
     @field_validator("trackers")
     @classmethod
@@ -89,6 +90,7 @@ class QualitySpec(StrictModel):
 class TrainSpec(StrictModel):
     command: Literal["train"] = "train"
     seed: Seed = 0
+    threads: Threads = 1
     objective: Literal["diffusion", "tokendrift"] = Field(
         "tokendrift", description="'diffusion' is the matched continuation baseline; 'tokendrift' the paper's objective"
     )
@@ -121,6 +123,7 @@ class TrainSpec(StrictModel):
 class SampleSpec(StrictModel):
     command: Literal["sample"] = "sample"
     seed: Seed = 0
+    threads: Threads = 1
     model: Optional[NonEmpty] = Field(None, description="model folder, hub name, or train run dir; default: the latest train run")
     weights: Weights = "ema"
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
@@ -134,6 +137,7 @@ class SampleSpec(StrictModel):
 class EvalSpec(StrictModel):
     command: Literal["eval"] = "eval"
     seed: Seed = 0
+    threads: Threads = 1
     samples: Optional[NonEmpty] = Field(None, description="samples.jsonl to judge (one {'text': ...} per line)")
     models: list[NonEmpty] = Field(default_factory=list, description="models or run dirs to sample and judge")
     weights: Weights = "ema"
@@ -150,6 +154,7 @@ class EvalSpec(StrictModel):
 class ProbeCommandSpec(StrictModel):
     command: Literal["probe"] = "probe"
     seed: Seed = 0
+    threads: Threads = 1
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
 
     @model_validator(mode="after")
@@ -173,6 +178,7 @@ class ProbeCommandSpec(StrictModel):
 class TrapCommandSpec(StrictModel):
     command: Literal["marginal-trap"] = "marginal-trap"
     seed: Seed = 0
+    threads: Threads = 1
     trap: TrapSpec = Field(default_factory=TrapSpec)
 
     @model_validator(mode="after")
@@ -215,11 +221,12 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in resources.files("tokendrift_cli.presets").iterdir() if p.name.endswith(".yaml"))
 
 
-def read_preset(name: str) -> tuple[dict, str]:
-    """A preset's content and its description (the first comment line of the file)."""
+def read_preset(name: str, given_as: str = "--preset") -> tuple[dict, str]:
+    """A preset's content and its description (the first comment line of the file); `given_as`
+    names where the user typed the name, for the error."""
     path = resources.files("tokendrift_cli.presets") / f"{name}.yaml"
     if not path.is_file():
-        raise SpecError([f"--preset {name}: no such preset (available: {', '.join(preset_names())})"])
+        raise SpecError([f"{given_as} {name}: no such preset (available: {', '.join(preset_names())})"])
     text = path.read_text()
     first = text.splitlines()[0] if text else ""
     description = first.lstrip("# ").strip() if first.startswith("#") else ""
@@ -260,7 +267,7 @@ def load_spec(
             problems.append(f"--set {item}: expected dotted.key=value")
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _set_value(COMMAND_SPECS[command], key.strip(), raw)
         except yaml.YAMLError:
             problems.append(f"--set {item}: the value is not valid YAML")
             continue
@@ -271,7 +278,7 @@ def load_spec(
     try:
         return COMMAND_SPECS[command].model_validate(merged)
     except ValidationError as err:
-        raise SpecError([_describe(e) for e in err.errors()]) from None
+        raise SpecError([_describe(e, COMMAND_SPECS[command]) for e in err.errors()]) from None
 
 
 def check_against_model(spec: AnySpec, model: ModelFacts) -> None:
@@ -280,7 +287,7 @@ def check_against_model(spec: AnySpec, model: ModelFacts) -> None:
     try:
         type(spec).model_validate(spec.model_dump(), context={"model": model})
     except ValidationError as err:
-        raise SpecError([_describe(e) for e in err.errors()]) from None
+        raise SpecError([_describe(e, type(spec)) for e in err.errors()]) from None
 
 
 def read_spec_file(path: str | Path) -> dict:
@@ -295,11 +302,22 @@ def recorded_section(spec_file: Path, section: str, model: type[Section]) -> Sec
     try:
         return model.model_validate(layer)
     except ValidationError as err:
-        raise SpecError([f"{spec_file}: {section}.{_describe(e)}" for e in err.errors()]) from None
+        raise SpecError([f"{spec_file}: {section}.{_describe(e, model)}" for e in err.errors()]) from None
 
 
 def spec_to_dict(spec: StrictModel) -> dict:
     return spec.model_dump(mode="json")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested spec as {dotted.key: value}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _parse_mapping(text: str, source: str, as_json: bool = False) -> dict:
@@ -333,7 +351,61 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
-def _describe(error: ErrorDetails) -> str:
+def _set_value(spec: type[StrictModel], dotted: str, raw: str) -> Any:
+    """A --set value read as YAML; for a list field whose items are not text, a comma-separated
+    value is the list (`--set drift.temperatures=0.1,0.2`, as named options read `--nfe 4,8`)."""
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    kind = bare_type(_annotation(spec, dotted))
+    if isinstance(value, str) and "," in value and get_origin(kind) in (list, tuple) and bare_type(get_args(kind)[0]) is not str:
+        return [yaml.safe_load(item) for item in value.split(",") if item.strip()]
+    return value
+
+
+def _annotation(spec: type[StrictModel], dotted: str) -> Any:
+    """The type of the field a dotted key names in `spec`, or None where it names none."""
+    *sections, name = dotted.split(".")
+    model: Any = spec
+    for section in sections:
+        field = model.model_fields.get(section)
+        model = bare_type(field.annotation) if field else None
+        if not (isinstance(model, type) and issubclass(model, StrictModel)):
+            return None
+    field = model.model_fields.get(name)
+    return field.annotation if field else None
+
+
+def field_names(spec: type[StrictModel], prefix: str = "") -> list[str]:
+    """Every dotted field of `spec` that holds a value (not the sections)."""
+    names = []
+    for name, field in spec.model_fields.items():
+        inner = bare_type(field.annotation)
+        if isinstance(inner, type) and issubclass(inner, StrictModel):
+            names += field_names(inner, f"{prefix}{name}.")
+        else:
+            names.append(prefix + name)
+    return names
+
+
+def _close_fields(field: str, names: list[str]) -> list[str]:
+    """The valid fields nearest a mistyped one: whole dotted names first, then by the last part
+    alone (a field typed without its section, or under the wrong one)."""
+    close = difflib.get_close_matches(field, names, n=2, cutoff=0.8)
+    if not close:
+        leaves = difflib.get_close_matches(field.rsplit(".", 1)[-1], [n.rsplit(".", 1)[-1] for n in names], n=2, cutoff=0.8)
+        close = [n for n in names if n.rsplit(".", 1)[-1] in leaves][:2]
+    return close
+
+
+def bare_type(annotation: Any) -> Any:
+    """The type inside Optional[...] and Annotated[...]."""
+    if get_origin(annotation) is Annotated:
+        return bare_type(get_args(annotation)[0])
+    if get_origin(annotation) is Union:
+        return bare_type(next(arg for arg in get_args(annotation) if arg is not type(None)))
+    return annotation
+
+
+def _describe(error: ErrorDetails, spec: type[StrictModel]) -> str:
     field = ".".join(str(part) for part in error["loc"])
     message = error["msg"]
     if error["type"] == "value_error":  # our own validators' words, without pydantic's "Value error, "
@@ -342,6 +414,9 @@ def _describe(error: ErrorDetails) -> str:
             return message
     if error["type"] == "extra_forbidden":
         message = "unknown field"
+        close = _close_fields(field, field_names(spec))
+        if close:
+            message += f" (did you mean {' or '.join(close)}?)"
     elif "input" in error and not isinstance(error["input"], (dict, list)):
         message += f" (got {error['input']!r})"
     return f"{field or 'spec'}: {message}"

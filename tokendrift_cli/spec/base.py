@@ -34,3 +34,8 @@ NonEmpty = Annotated[str, AfterValidator(_not_blank)]
 
 # Every seeded generator (torch, numpy, accelerate's set_seed) takes seeds in [0, 2^32).
 Seed = Annotated[int, Field(ge=0, lt=2**32, description="random seed of the run, in [0, 2^32)")]
+
+# CPU threads of torch's kernels. One by default: on a shared or small machine more threads than
+# free cores run several times slower (README, "Threads"), and a thread count changes the last
+# digits of every sum, so runs compare bit for bit only at one count.
+Threads = Annotated[int, Field(ge=0, description="CPU threads for torch (0: torch's default, one per core); 1 by default, see README")]
