@@ -297,6 +297,7 @@ def main() -> None:
     backbones = args.backbones.split(",")
     if args.exact_only:  # the committed study, re-read against the exact denoiser
         result = json.loads((args.out / f"reproduce{suffix}.json").read_text())
+        result["plan"] = {**plan, **result["plan"]}  # a study run before a plan key existed ran at its value then
         result["per_seed"] = [r for r in result["per_seed"] if r["arm"] != "exact"]
         for backbone in backbones:
             result["per_seed"] += study.exact_runs(backbone)
