@@ -40,12 +40,13 @@ class UI:
         with progress:
             yield progress
 
-    def table(self, title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    def table(self, title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, no_wrap: Sequence[str] = ()) -> None:
+        """`no_wrap`: columns kept on one line however narrow the terminal (names to copy)."""
         columns = list(columns or (rows[0].keys() if rows else []))
         # Text, not str: a path or a sample with "[...]" in it is shown as is, not read as Rich markup.
         table = Table(title=Text(title))
         for name in columns:
-            table.add_column(Text(name), justify="right" if rows and _is_number(rows[0].get(name)) else "left")
+            table.add_column(Text(name), justify="right" if rows and _is_number(rows[0].get(name)) else "left", no_wrap=name in no_wrap)
         for row in rows:
             table.add_row(*(Text(_format(row.get(name))) for name in columns))
         self.console.print(table)
