@@ -7,10 +7,10 @@ YAML form carries it as comments and is a spec file: `--spec` reads it back to t
 from __future__ import annotations
 
 import textwrap
+import types
 from typing import Annotated, Any, Iterator, Literal, Union, get_args, get_origin
 
 import yaml
-from annotated_types import Ge, Gt, Le, Lt, MinLen
 from pydantic.fields import FieldInfo
 
 from tokendrift_cli.spec import COMMAND_SPECS, AnySpec, spec_to_dict
@@ -75,29 +75,24 @@ def _type_text(annotation: Any, metadata: list) -> str:
     if origin is Annotated:
         inner = [m for item in args[1:] for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
         return _type_text(args[0], [*inner, *metadata])
-    if origin is Union:
+    if origin in (Union, types.UnionType):  # Optional[X], X | None
         return " | ".join(_type_text(arg, metadata) if arg is not type(None) else "null" for arg in args)
     if origin is Literal:
         return " | ".join(map(str, args))
     if origin is list:
-        least = next((item.min_length for item in metadata if isinstance(item, MinLen)), 0)
+        least = next((item.min_length for item in metadata if hasattr(item, "min_length")), 0)
         return f"list of {_type_text(args[0], [])}" + (f" (at least {least})" if least else "")
     if origin is tuple:
         return f"pair of {_type_text(args[0], [])}" if len(args) == 2 and args[0] == args[1] else "tuple"
     return _bounded(getattr(annotation, "__name__", str(annotation)), metadata)
 
 
+# The bounds pydantic keeps in a field's metadata (annotated_types' Ge, Gt, Le, Lt), by attribute.
+BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+
+
 def _bounded(text: str, metadata: list) -> str:
-    bounds = []
-    for item in metadata:
-        if isinstance(item, Ge):
-            bounds.append(f"≥ {item.ge}")
-        elif isinstance(item, Gt):
-            bounds.append(f"> {item.gt}")
-        elif isinstance(item, Le):
-            bounds.append(f"≤ {item.le}")
-        elif isinstance(item, Lt):
-            bounds.append(f"< {item.lt}")
+    bounds = [f"{sign} {getattr(item, name)}" for item in metadata for name, sign in BOUNDS.items() if hasattr(item, name)]
     return " ".join([text, ", ".join(bounds)]) if bounds else text
 
 
