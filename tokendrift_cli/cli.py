@@ -9,7 +9,8 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
@@ -146,6 +147,20 @@ def _execute(
         ui.print_json(result)
 
 
+@contextmanager
+def _bad_input_exits(ui: UI) -> Iterator[None]:
+    """Bad input inside: its lines on stderr, exit 2 (for the commands that run no job)."""
+    try:
+        yield
+    except SpecError as err:
+        for problem in err.problems:
+            ui.error(problem)
+        raise typer.Exit(2)
+    except InputError as err:
+        ui.error(str(err))
+        raise typer.Exit(2)
+
+
 JOB_MODULES = {"train": "train", "sample": "sample", "eval": "evaluate", "probe": "probe", "marginal-trap": "marginal_trap"}
 
 
@@ -271,19 +286,12 @@ def spec_listing(
     from tokendrift_cli.spec.listing import FORMATS, field_rows, flow, spec_yaml
 
     ui = UI(json_mode=format == "json")
-    try:
+    with _bad_input_exits(ui):
         if command not in JOB_MODULES:
             raise InputError(f"COMMAND: no command '{command}' has a spec (one of {', '.join(JOB_MODULES)})")
         if format not in FORMATS:
             raise InputError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
         resolved = load_spec(command, preset=preset, spec_file=spec, overrides=set_)
-    except SpecError as err:
-        for problem in err.problems:
-            ui.error(problem)
-        raise typer.Exit(2)
-    except InputError as err:
-        ui.error(str(err))
-        raise typer.Exit(2)
     if format == "json":
         ui.print_json({"command": command, "spec": spec_to_dict(resolved), "fields": field_rows(resolved)})
     elif format == "table":
@@ -303,7 +311,7 @@ def presets(
     from tokendrift_cli.spec import preset_names, read_preset
 
     ui = UI(json_mode=json)
-    try:
+    with _bad_input_exits(ui):
         if name is None:
             result: Any = {"presets": []}
             for preset_name in preset_names():
@@ -317,10 +325,6 @@ def presets(
             import yaml
 
             ui.console.print(f"[bold]{name}[/]: {description}\n" + yaml.safe_dump(content, sort_keys=False), highlight=False)
-    except SpecError as err:
-        for problem in err.problems:
-            ui.error(problem)
-        raise typer.Exit(2)
     if json:
         ui.print_json(result)
 
