@@ -9,6 +9,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_report_header(config):
+    # Which kernels ran (ATEN_CPU_CAPABILITY picks them; `make test-numerics` runs two): a tolerance
+    # failure is read against this line.
+    return f"torch {torch.__version__}, CPU kernels {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} thread(s)"
+
+
 @pytest.fixture
 def cli():
     """Invoke the CLI in-process; returns (exit_code, stdout, stderr)."""

@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from test_dit import COND, LAYERS, D, H, V, recompute_logits, reference_state_dict
+from test_dit import COND, FORWARD_TOLERANCE, LAYERS, D, H, V, recompute_logits, reference_state_dict
 from test_train import SHORT
 
 from tokendrift_cli.errors import InputError
@@ -82,8 +82,8 @@ def logits(model, sigma=SIGMA):
 def test_lightning_ckpt_loads_its_ema_weights_by_default_and_raw_on_request(tmp_path):
     raw, ema = reference_state_dict(seed=0), reference_state_dict(seed=1)
     ckpt = lightning_ckpt(tmp_path / "last.ckpt", DUO, raw, ema)
-    torch.testing.assert_close(logits(load_denoiser(str(ckpt))), recompute_logits(ema, IDS, SIGMA), rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(logits(load_denoiser(str(ckpt), weights="raw")), recompute_logits(raw, IDS, SIGMA), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logits(load_denoiser(str(ckpt))), recompute_logits(ema, IDS, SIGMA), **FORWARD_TOLERANCE)
+    torch.testing.assert_close(logits(load_denoiser(str(ckpt), weights="raw")), recompute_logits(raw, IDS, SIGMA), **FORWARD_TOLERANCE)
 
 
 def test_lightning_ckpt_reads_without_omegaconf_or_the_pickled_tokenizer_class(tmp_path, monkeypatch):
@@ -110,7 +110,7 @@ def test_the_process_comes_from_the_checkpoints_own_config(tmp_path, layout, con
     assert (model.config.backbone, model.config.time_conditioning) == (backbone, time_conditioning)
     assert model.config.mask_token_id == (V - 1 if backbone == "mdlm" else None)
     sigma = SIGMA if time_conditioning else torch.zeros(2)  # time conditioning off: σ is fed as zeros
-    torch.testing.assert_close(logits(model), recompute_logits(sd, IDS, sigma), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logits(model), recompute_logits(sd, IDS, sigma), **FORWARD_TOLERANCE)
     other = "mdlm" if backbone == "duo" else "duo"
     with pytest.raises(InputError, match=f"model.backbone: {other}, but .* is a {backbone} checkpoint"):
         load_denoiser(str(path), backbone=other)

@@ -9,7 +9,8 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Optional, get_args, get_origin
 
@@ -98,7 +99,9 @@ def _path(value: str) -> Path:
 # Options every command shares, besides its spec fields: where the spec starts, where the run goes, how it reports.
 Preset = Annotated[Optional[str], typer.Option("--preset", help="Start from a shipped preset (see `tokendrift presets`).")]
 SpecFile = Annotated[Optional[Path], typer.Option("--spec", parser=_path, help="Start from a spec file (YAML or JSON), e.g. runs/x/spec.yaml.")]
-Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec field: dotted.key=value (repeatable; wins over everything).")]
+Overrides = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a spec field: dotted.key=value (repeatable; wins over everything). `tokendrift spec COMMAND` lists every field."
+)]
 Out = Annotated[Optional[Path], typer.Option("--out", parser=_path, help="Run directory (default: runs/<command>-<timestamp>).")]
 Json = Annotated[bool, typer.Option("--json", help="Print the final result as one JSON object on stdout, nothing else.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print no progress or tables.")]
@@ -168,6 +171,20 @@ def _outputs(folder: Path) -> str:
     """Where the run's files are: the last line a command prints (not on stdout under --json)."""
     entries = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith("."))
     return f"outputs in {folder}/: {', '.join(entries)}"
+
+
+@contextmanager
+def _bad_input_exits(ui: UI) -> Iterator[None]:
+    """Bad input inside: its lines on stderr, exit 2 (for the commands that run no job)."""
+    try:
+        yield
+    except SpecError as err:
+        for problem in err.problems:
+            ui.error(problem)
+        raise typer.Exit(2)
+    except InputError as err:
+        ui.error(str(err))
+        raise typer.Exit(2)
 
 
 JOB_MODULES = {"train": "train", "sample": "sample", "eval": "evaluate", "probe": "probe", "marginal-trap": "marginal_trap"}
@@ -282,6 +299,35 @@ _spec_command(
 )
 
 
+@app.command("spec")
+def spec_listing(
+    command: Annotated[str, typer.Argument(metavar="COMMAND", help="train, sample, eval, probe or marginal-trap.")],
+    preset: Preset = None,
+    spec: SpecFile = None,
+    set_: Overrides = None,
+    format: Annotated[str, typer.Option("--format", help="yaml (a spec file --spec reads back, the help as comments), table, or json.")] = "yaml",
+) -> None:
+    """Print a command's resolved spec: every field with its type, default and help."""
+    from tokendrift_cli.spec import load_spec, spec_to_dict
+    from tokendrift_cli.spec.listing import FORMATS, field_rows, flow, spec_yaml
+
+    ui = UI(json_mode=format == "json")
+    with _bad_input_exits(ui):
+        if command not in JOB_MODULES:
+            raise InputError(f"COMMAND: no command '{command}' has a spec (one of {', '.join(JOB_MODULES)})")
+        if format not in FORMATS:
+            raise InputError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
+        resolved = load_spec(command, preset=preset, spec_file=spec, overrides=set_)
+    if format == "json":
+        ui.print_json({"command": command, "spec": spec_to_dict(resolved), "fields": field_rows(resolved)})
+    elif format == "table":
+        rows = [{**row, "value": flow(row["value"]), "default": flow(row["default"])} for row in field_rows(resolved)]
+        ui.table(f"tokendrift {command}", rows, ["key", "type", "value", "default", "help"], no_wrap=["key"])
+    else:
+        given = [f"--preset {preset}"] * bool(preset) + [f"--spec {spec}"] * bool(spec) + [f"--set {item}" for item in set_ or []]
+        print(spec_yaml(resolved, ", ".join(["defaults", *given])), end="")
+
+
 @app.command()
 def presets(
     name: Annotated[Optional[str], typer.Argument(help="Show this preset's content.")] = None,
@@ -291,7 +337,7 @@ def presets(
     from tokendrift_cli.spec import preset_names, read_preset
 
     ui = UI(json_mode=json)
-    try:
+    with _bad_input_exits(ui):
         if name is None:
             result: Any = {"presets": []}
             for preset_name in preset_names():
@@ -305,10 +351,6 @@ def presets(
             import yaml
 
             ui.console.print(f"[bold]{name}[/]: {description}\n" + yaml.safe_dump(content, sort_keys=False), highlight=False)
-    except SpecError as err:
-        for problem in err.problems:
-            ui.error(problem)
-        raise typer.Exit(2)
     if json:
         ui.print_json(result)
 

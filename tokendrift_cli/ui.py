@@ -41,17 +41,19 @@ class UI:
         with progress:
             yield progress
 
-    def table(self, title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    def table(self, title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, no_wrap: Sequence[str] = ()) -> None:
         """A value whose row also holds <column>_se or <column>_sd (its standard error, or SD over
-        seeds) is shown as "value ± error"."""
+        seeds) is shown as "value ± error". `no_wrap`: columns kept on one line however narrow the
+        terminal (names to copy)."""
         columns = list(columns or (rows[0].keys() if rows else []))
         # Text, not str: a path or a sample with "[...]" in it is shown as is, not read as Rich markup.
         table = Table(title=Text(title))
         for name in columns:
             # In a narrow terminal a "value ±error" cell wraps before its error, and text (a path,
-            # tokens) folds, keeping at least 10 characters a line.
+            # tokens) folds, keeping at least 10 characters a line; `no_wrap` columns never wrap.
             number = bool(rows) and _is_number(rows[0].get(name))
-            table.add_column(Text(name), justify="right" if number else "left", overflow="fold", min_width=None if number else 10)
+            table.add_column(Text(name), justify="right" if number else "left", overflow="fold",
+                             min_width=None if number or name in no_wrap else 10, no_wrap=name in no_wrap)
         for row in rows:
             table.add_row(*(Text(_cell(row, name)) for name in columns))
         self.console.print(table)

@@ -1,5 +1,6 @@
 """The anti-symmetric drift field of "Generative Modeling via Drifting" (Deng et al. 2026), as
-TokenDrift specifies it (§3.2), in float32 and without gradient.
+TokenDrift specifies it (§3.2), in float32 (float64 inputs stay float64, where the tests check
+its identities away from float32 rounding) and without gradient.
 
 For anchors h (the current generated features), positives u and negatives v (the anchors
 themselves, each anchor's own column excluded, then any queued generated features), with a cost
@@ -50,11 +51,12 @@ def drift_field(
 ) -> Drift:
     """Shapes [G, N, F], [G, P, F], [G, M, F] (G independent drift sets). With `exclude_self`
     the first N negatives are the anchors themselves, and each anchor's own column is dropped."""
-    x, pos, neg = anchors.float(), positives.float(), negatives.float()
+    dtype = torch.promote_types(anchors.dtype, torch.float32)
+    x, pos, neg = anchors.to(dtype), positives.to(dtype), negatives.to(dtype)
     n, p = x.shape[-2], pos.shape[-2]
     dist = torch.cdist(x, torch.cat([pos, neg], dim=-2))
     if kernel == "paper":
-        cost, scale = dist.pow(2), torch.ones(x.shape[0], 1, 1, device=x.device)
+        cost, scale = dist.pow(2), torch.ones(x.shape[0], 1, 1, dtype=dtype, device=x.device)
     elif kernel == "drifting-code":
         mean = dist.mean(dim=(-2, -1), keepdim=True)  # over every column, the anchor's own included, as the code does
         cost, scale = dist / mean.clamp_min(1e-3), (mean / math.sqrt(x.shape[-1])).clamp_min(1e-3)

@@ -81,6 +81,10 @@ def _check_sampling(sampling: SamplerSpec, nfes: list[int], nfe_field: str, mode
         raise ValueError(f"{nfe_field}: {max(nfes)} is above the sequence length ({length}); at most one network call per position")
 
 
+# The first field of every command's spec: a spec file names the command it is for.
+COMMAND_HELP = "the command this spec is for (a spec file for another command is refused)"
+
+
 class QualitySpec(StrictModel):
     num_samples: int = Field(256, ge=0, description="samples judged at the run's nfe before and after training; 0 skips the report")
     judge: str = Field("auto", description="'auto' (the exact oracle on the synthetic language, gpt2-large otherwise), 'oracle', or a causal LM name/path")
@@ -88,20 +92,20 @@ class QualitySpec(StrictModel):
 
 
 class TrainSpec(StrictModel):
-    command: Literal["train"] = "train"
+    command: Literal["train"] = Field("train", description=COMMAND_HELP)
     seed: Seed = 0
     threads: Threads = 1
     objective: Literal["diffusion", "tokendrift"] = Field(
         "tokendrift", description="'diffusion' is the matched continuation baseline; 'tokendrift' the paper's objective"
     )
     nfe: int = Field(4, ge=1, description="the fixed sampling budget the run targets: quality is reported at it, drift roll-outs use it")
-    data: DataSpec = Field(default_factory=DataSpec)
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    diffusion: DiffusionSpec = Field(default_factory=DiffusionSpec)
-    drift: DriftSpec = Field(default_factory=DriftSpec)
-    optim: OptimSpec = Field(default_factory=OptimSpec)
-    logging: LoggingSpec = Field(default_factory=LoggingSpec)
-    quality: QualitySpec = Field(default_factory=QualitySpec)
+    data: DataSpec = Field(default_factory=DataSpec, description="training and validation text")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="the denoiser: backbone, size, the checkpoint it starts from")
+    diffusion: DiffusionSpec = Field(default_factory=DiffusionSpec, description="noise schedule and training times")
+    drift: DriftSpec = Field(default_factory=DriftSpec, description="the TokenDrift objective (objective: tokendrift); defaults are the paper's")
+    optim: OptimSpec = Field(default_factory=OptimSpec, description="optimiser, schedule and batch")
+    logging: LoggingSpec = Field(default_factory=LoggingSpec, description="metrics, validation and checkpoints (may change on --resume)")
+    quality: QualitySpec = Field(default_factory=QualitySpec, description="sample quality at the run's nfe, before and after training")
 
     @model_validator(mode="after")
     def _builtin_needs_synthetic(self) -> "TrainSpec":
@@ -121,12 +125,12 @@ class TrainSpec(StrictModel):
 
 
 class SampleSpec(StrictModel):
-    command: Literal["sample"] = "sample"
+    command: Literal["sample"] = Field("sample", description=COMMAND_HELP)
     seed: Seed = 0
     threads: Threads = 1
     model: Optional[NonEmpty] = Field(None, description="model folder, hub name, or train run dir; default: the latest train run")
     weights: Weights = "ema"
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="how sequences are generated")
 
     @model_validator(mode="after")
     def fits(self, info: ValidationInfo) -> "SampleSpec":
@@ -135,14 +139,14 @@ class SampleSpec(StrictModel):
 
 
 class EvalSpec(StrictModel):
-    command: Literal["eval"] = "eval"
+    command: Literal["eval"] = Field("eval", description=COMMAND_HELP)
     seed: Seed = 0
     threads: Threads = 1
     samples: Optional[NonEmpty] = Field(None, description="samples.jsonl to judge (one {'text': ...} per line)")
     models: list[NonEmpty] = Field(default_factory=list, description="models or run dirs to sample and judge")
     weights: Weights = "ema"
-    sampling: SamplerSpec = Field(default_factory=SamplerSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    sampling: SamplerSpec = Field(default_factory=SamplerSpec, description="how models are sampled at each NFE of evaluation.nfe")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="the judge, the metrics and the NFE sweep")
 
     @model_validator(mode="after")
     def fits(self, info: ValidationInfo) -> "EvalSpec":
@@ -152,10 +156,10 @@ class EvalSpec(StrictModel):
 
 
 class ProbeCommandSpec(StrictModel):
-    command: Literal["probe"] = "probe"
+    command: Literal["probe"] = Field("probe", description=COMMAND_HELP)
     seed: Seed = 0
     threads: Threads = 1
-    probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    probe: ProbeSpec = Field(default_factory=ProbeSpec, description="the model, its prompts and the masks appended to them")
 
     @model_validator(mode="after")
     def fits(self, info: ValidationInfo) -> "ProbeCommandSpec":
@@ -176,10 +180,10 @@ class ProbeCommandSpec(StrictModel):
 
 
 class TrapCommandSpec(StrictModel):
-    command: Literal["marginal-trap"] = "marginal-trap"
+    command: Literal["marginal-trap"] = Field("marginal-trap", description=COMMAND_HELP)
     seed: Seed = 0
     threads: Threads = 1
-    trap: TrapSpec = Field(default_factory=TrapSpec)
+    trap: TrapSpec = Field(default_factory=TrapSpec, description="what is decoded and how it is measured")
 
     @model_validator(mode="after")
     def fits(self, info: ValidationInfo) -> "TrapCommandSpec":
