@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from tiny_language import everything, tiny  # noqa: F401  (fixtures shared by the exact-statistics tests)
 
 # Two cores are shared by everything on the CI machine; one thread keeps runs comparable.
 torch.set_num_threads(1)

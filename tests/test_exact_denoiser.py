@@ -1,12 +1,11 @@
 """The exact denoiser against brute-force enumeration of a tiny language, and as a model by name."""
 
-import itertools
 import json
 import math
 
 import pytest
 import torch
-from test_synthetic import LENGTH, TINY_CLASSES, TINY_EDGES
+from tiny_language import LENGTH
 
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.generation import process_for
@@ -17,18 +16,6 @@ from tokendrift_cli.spec.diffusion import DiffusionSpec
 # Brute-force and forward–backward sum the same float64 terms in other orders: a few ulps of
 # probabilities of order one.
 ATOL = 1e-12
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return SyntheticLanguage(TINY_EDGES, TINY_CLASSES)
-
-
-@pytest.fixture(scope="module")
-def everything(tiny):
-    """Every length-5 sequence of data tokens, with its probability under the language."""
-    words = torch.tensor(list(itertools.product(range(tiny.num_data_tokens), repeat=LENGTH)))
-    return words, tiny.log_prob(words).exp()
 
 
 def brute_force(tiny, everything, channel: torch.Tensor) -> torch.Tensor:
