@@ -103,11 +103,18 @@ def _execute(
     quiet: Quiet = False,
     resume: Resume = None,
 ) -> None:
-    """Resolve the spec, open the run directory, write spec.yaml, run the job, report."""
-    from tokendrift_cli.runs import RESULTS, SPEC, Run, RunDir, default_run_path
+    """Resolve the spec, open the run directory, write spec.yaml, run the job, report.
+
+    Under several processes (torchrun, accelerate launch) only the main process prints: the one
+    result, its tables and any error. `train` runs on every process; the other commands run on the
+    main process only, and the others end at once."""
+    from tokendrift_cli.runs import RESULTS, SPEC, Run, RunDir, default_run_path, is_main_process, process_count
     from tokendrift_cli.spec import load_spec, spec_to_dict
 
-    ui = UI(json_mode=json, quiet=quiet)
+    main = is_main_process()
+    if not main and command != "train":
+        return
+    ui = UI(json_mode=json, quiet=quiet, main_process=main)
     if resume is not None:  # the run goes on in its folder, from its own spec unless another is given
         if out is not None and out != resume:
             ui.error("--resume DIR continues in DIR; drop --out or make it the same directory")
@@ -115,9 +122,10 @@ def _execute(
         if spec is None and preset is None and Run(resume).file(SPEC).is_file():  # without one, RunDir says there is no run
             spec = Run(resume).file(SPEC)
         out = resume
+    run: RunDir | None = None
     try:
-        if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise InputError("--out: required when several processes run (each would pick its own timestamped folder)")
+        if out is None and process_count() > 1:
+            raise InputError("--out: required when several processes train (each would pick its own timestamped folder)")
         resolved = load_spec(command, preset=preset, spec_file=spec, options=options, overrides=set_)
         job = _job_module(command)
         with RunDir(out or default_run_path(command), resume=resume is not None) as run:
@@ -138,7 +146,10 @@ def _execute(
         ui.error(str(err))
         raise typer.Exit(1)
     except KeyboardInterrupt:
-        ui.error("interrupted; completed checkpoints and written files are kept")
+        if run is not None and run.kept:
+            ui.error(f"interrupted; {run.path} keeps its completed checkpoints and written files")
+        else:  # taken back (RunDir): the same command can start there again
+            ui.error("interrupted before the run kept anything; its folder is as it was")
         raise typer.Exit(130)
     if json:
         ui.print_json(result)
