@@ -33,7 +33,7 @@ from tokendrift_cli.errors import InputError, JobError, first_line
 from tokendrift_cli.spec import TrainSpec, read_spec_file, recorded_section
 from tokendrift_cli.spec.base import StrictModel
 
-SPEC, METRICS, RESULTS, MODEL, CHECKPOINTS = "spec.yaml", "metrics.jsonl", "results.json", "model", "checkpoints"
+SPEC, METRICS, RESULTS, MODEL, CHECKPOINTS, LOCK = "spec.yaml", "metrics.jsonl", "results.json", "model", "checkpoints", ".lock"
 Section = TypeVar("Section", bound=StrictModel)
 
 # The mode open() gives a new file under the process's umask (mkstemp would leave 0600). The umask
@@ -130,6 +130,11 @@ class Run:
     def holds_run(self) -> bool:
         return self.file(SPEC).exists() or self.file(RESULTS).exists()
 
+    def is_run_folder(self) -> bool:
+        """A folder a run was started in: its lock file beside its record (a user's own folder may
+        hold a spec.yaml of theirs, and is no run's)."""
+        return self.file(LOCK).exists() and self.holds_run()
+
     def checkpoint_path(self, step: int) -> Path:
         return self.path / CHECKPOINTS / f"checkpoint-{step}"
 
@@ -196,7 +201,7 @@ def model_folder(reference: str) -> Path | None:
 def enclosing_run(path: Path) -> Path | None:
     """The run folder that `path` lies inside (symbolic links followed), if any."""
     for folder in Path(os.path.realpath(path)).parents:
-        if Run(folder).holds_run():
+        if Run(folder).is_run_folder():
             return folder
     return None
 
@@ -204,7 +209,7 @@ def enclosing_run(path: Path) -> Path | None:
 def contained_run(path: Path) -> Path | None:
     """A run folder anywhere under `path` (not `path` itself), if any."""
     for folder, _, files in os.walk(path):
-        if folder != str(path) and (SPEC in files or RESULTS in files):
+        if folder != str(path) and LOCK in files and (SPEC in files or RESULTS in files):
             return Path(folder)
     return None
 
@@ -249,7 +254,7 @@ class RunDir(Run):
             self._check_place(option, resume)
             self._made = _outermost_missing(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / ".lock", os.O_CREAT | os.O_RDWR, 0o666)
+            fd = os.open(self.file(LOCK), os.O_CREAT | os.O_RDWR, 0o666)
         except OSError as err:  # a path through a file, a name over the file system's limit, no permission
             if self._made is not None:
                 self._take_back()
@@ -327,7 +332,7 @@ class RunDir(Run):
             return
         for tmp in self._staged:
             shutil.rmtree(tmp, ignore_errors=True)
-        for name in set(os.listdir(self.path)) - self._found - {".lock"}:  # the lock file stays (see above)
+        for name in set(os.listdir(self.path)) - self._found - {LOCK}:  # the lock file stays (see above)
             new = self.file(name)
             if new.is_dir() and not new.is_symlink():
                 shutil.rmtree(new, ignore_errors=True)
