@@ -339,3 +339,52 @@ def test_a_staged_folder_is_published_whole_and_old_checkpoints_pruned(tmp_path)
         leftover = run.staging(run.checkpoint_path(4))
         leftover.mkdir()
         assert not run.staging(run.checkpoint_path(4)).exists()  # what a crash left is cleared
+
+
+# A few seconds a train run from the trained_run fixture's model (16 positions).
+CONTINUE = ["--set", "data.num_train=256", "--set", "data.num_valid=32", "--set", "data.seq_len=16", "--set", "optim.batch_size=8",
+            "--set", "logging.eval_every=0", "--set", "logging.valid_sequences=16", "--set", "quality.num_samples=16", "--quiet"]
+
+
+def test_a_start_refused_once_its_model_is_loaded_leaves_the_folder_to_the_corrected_command(cli, tmp_path, trained_run):
+    """Checks that need the model or data run after spec.yaml is written; the refused start is taken
+    back, so the corrected command runs in the same folder: fresh, or one the user made."""
+    made = tmp_path / "made"
+    found = tmp_path / "found"
+    found.mkdir()
+    (found / "notes.txt").write_text("mine")
+    for out in (made, found):
+        before = _files(out) if out.exists() else None
+        for args, message in [
+            (["train", "--init", str(trained_run), "--backbone", "duo", *CONTINUE], "model.backbone: duo, but"),
+            (["train", "--init", str(trained_run), "--set", "optim.grad_accum=3", *CONTINUE], "optim.batch_size: 8 sequences do not split"),
+            (["train", "--init", str(trained_run), "--set", "drift.features=layers", "--set", "drift.feature_layers=[99]", *CONTINUE],
+             "drift.feature_layers: 99 is not one of"),
+            (["sample", "--model", str(trained_run), "--seq-len", "64"], "sampling.seq_len: 64 is above the model's length (16)"),
+        ]:
+            code, _, err = cli(*args, "--out", str(out))
+            assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+            assert (_files(out) if out.exists() else None) == before, args
+        code, _, err = cli("train", "--init", str(trained_run), "--max-steps", "2", *CONTINUE, "--out", str(out))
+        assert code == 0, err
+        assert json.loads((out / "results.json").read_text())["steps"] == 2
+    for out in (tmp_path / "sample-made", tmp_path / "sample-found"):
+        assert cli("sample", "--model", str(trained_run), "--seq-len", "64", "--out", str(out))[0] == 2 and not out.exists()
+        code, _, err = cli("sample", "--model", str(trained_run), "--nfe", "4", "--num-samples", "2", "--out", str(out), "--quiet")
+        assert code == 0 and len((out / "samples.jsonl").read_text().splitlines()) == 2, err
+
+
+def test_no_command_writes_inside_a_run_folder(cli, tmp_path, trained_run):
+    before = _files(trained_run)
+    model = ["--model", str(trained_run)]
+    for args in [
+        ["train", "--init", "none", "--max-steps", "2", *CONTINUE], ["sample", *model, "--nfe", "4", "--num-samples", "2"],
+        ["eval", *model, "--nfe", "4", "--num-samples", "4"], ["probe", *model, "--num-masks", "4", "--num-prompts", "2"],
+        ["marginal-trap", "--set", "trap.num_contexts=2"],
+    ]:
+        for out in (trained_run / "checkpoints" / "checkpoint-60", trained_run / "model", trained_run / "new"):
+            code, _, err = cli(*args, "--out", str(out))
+            assert code == 2 and f"is inside the run folder {trained_run}" in err, (args, err)
+        code, _, err = cli(*args, "--out", str(trained_run.parent))
+        assert code == 2 and f"holds the run folder {trained_run}" in err, (args, err)
+    assert _files(trained_run) == before and not (trained_run / "new").exists()

@@ -44,14 +44,15 @@ BUILTIN_STEPS, BUILTIN_LR = 1500, 1e-3
 BUILTIN_BACKBONE = "duo"
 
 
-def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
+def run(spec: TrainSpec, run: RunDir, ui: UI, *, nested: bool = False) -> dict:
+    """`nested`: a train run inside another (the builtin checkpoint's build), which leaves the
+    processes' group to the run it serves."""
     if spec.optim.mixed_precision == "fp16" and not torch.cuda.is_available():  # Accelerate would run float32 and say nothing
         raise InputError("optim.mixed_precision: fp16 needs a CUDA GPU and there is none; use bf16 or no")
     if spec.model.init == BUILTIN:  # first: its build is a train run with its own Accelerator
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"init": builtin_checkpoint(spec, ui)})})
     accelerator = Accelerator(
-        # Several processes on a machine without CUDA (torchrun, accelerate launch): gloo on CPU.
-        cpu=not torch.cuda.is_available() and process_count() > 1,
+        cpu=_cpu_processes(),
         gradient_accumulation_steps=spec.optim.grad_accum,
         # Accelerate would step a prepared scheduler once per process at each optimiser step, so the
         # schedule would run N times too fast under N processes; the loop steps it once itself.
@@ -138,7 +139,8 @@ def run(spec: TrainSpec, run: RunDir, ui: UI) -> dict:
 
     model_dir = _save_final(run, accelerator, model, ema, tokenizer)
     quality = _quality(spec, model_dir, tokenizer, process, accelerator, ui) if spec.quality.num_samples else None
-    accelerator.end_training()
+    if not nested:
+        accelerator.end_training()  # ends trackers and the processes' group
     seconds = time.perf_counter() - started
     steps_done = spec.optim.max_steps - start_step
     result = {
@@ -246,17 +248,17 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
         ui.note(f"pretraining the builtin {backbone} checkpoint once ({BUILTIN_STEPS} steps) into {folder}")
         building = folder.with_name(folder.name + ".building")
         interrupted = Run(building).latest_checkpoint() is not None  # it continues from its last checkpoint
-        PartialState().wait_for_everyone()  # every process has looked before the main one writes there
+        PartialState(cpu=_cpu_processes()).wait_for_everyone()  # every process has looked before the main one writes there
         try:
             pretrain = RunDir(building, resume=interrupted)  # its lock keeps two first uses from building at once
         except InputError as err:
             raise InputError(f"model.init: builtin: cannot build {building} ({err})") from None
         with pretrain:
             pretrain.write_yaml(SPEC, recipe.model_dump(mode="json"))
-            pretrain.write_json(RESULTS, run(recipe, pretrain, ui))
+            pretrain.write_json(RESULTS, run(recipe, pretrain, ui, nested=True))
             if pretrain.is_main:  # renamed while still locked: no other build can start in between
                 os.replace(building, folder)
-        PartialState().wait_for_everyone()
+        PartialState(cpu=_cpu_processes()).wait_for_everyone()
         # The build's Accelerator set Accelerate's process-wide state (mixed precision, gradient
         # accumulation); the run's own, made next, must not inherit it. Accelerate has no public reset.
         AcceleratorState._reset_state()
@@ -286,6 +288,12 @@ class _IndexStream:
 def _generator(device: torch.device, *key: int) -> torch.Generator:
     seed = int(np.random.SeedSequence([abs(k) + (k < 0) * 2**31 for k in key]).generate_state(1)[0])
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def _cpu_processes() -> bool:
+    """Several processes on a machine without CUDA (torchrun, accelerate launch): gloo on CPU. Told
+    to every Accelerate state alike: the first one made decides for the process."""
+    return not torch.cuda.is_available() and process_count() > 1
 
 
 def _micro_batch_size(spec: TrainSpec, num_processes: int) -> int:
