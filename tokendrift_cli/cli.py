@@ -244,25 +244,25 @@ def _csv(value: str) -> list[str]:
 
 
 _spec_command(
-    "train", "Train a diffusion LM: plain diffusion loss or the TokenDrift objective.",
+    "train", "Train a diffusion LM: plain diffusion loss or the TokenDrift objective. Under several processes (torchrun), each takes its share of every batch.",
     ["model.backbone", "model.init", "objective", "nfe", "optim.max_steps", "optim.batch_size", "optim.lr"],
     resumable=True,
 )
 _spec_command(
-    "sample", "Generate samples at a fixed number of network calls (NFE).",
+    "sample", "Generate samples at a fixed number of network calls (NFE). Under several processes (torchrun), runs on the main process only.",
     ["model", "sampling.nfe", "sampling.num_samples", "sampling.batch_size", "sampling.seq_len", "sampling.temperature", "sampling.top_p"],
 )
 _spec_command(
-    "eval", "Judge samples: Gen.-PPL, entropy, validation perplexity, n-gram JSD, NFE sweeps.",
+    "eval", "Judge samples: Gen.-PPL, entropy, validation perplexity, n-gram JSD, NFE sweeps. Under several processes (torchrun), runs on the main process only.",
     ["samples", "models", "evaluation.nfe", "evaluation.genppl_model", "evaluation.metrics", "sampling.num_samples"],
 )
 _spec_command(
-    "probe", "One forward pass over a prompt plus N masks: top-k per masked position, aggregated.",
+    "probe", "One forward pass over a prompt plus N masks: top-k per masked position, aggregated. Under several processes (torchrun), runs on the main process only.",
     ["probe.prompts", "probe.prompt", "probe.model", "probe.num_masks", "probe.top_k", "probe.num_prompts",
      "probe.chat_template", "probe.batch_size", "probe.dtype", "probe.from_lima"],
 )
 _spec_command(
-    "marginal-trap", 'How far parallel decoding from per-token marginals is from the joint ("I likes tennis").',
+    "marginal-trap", 'How far parallel decoding from per-token marginals is from the joint ("I likes tennis"). Under several processes (torchrun), runs on the main process only.',
     ["trap.mode", "trap.joint", "trap.model"],
 )
 

@@ -2,12 +2,13 @@
 
 Layout of a run directory:
     spec.yaml       the fully resolved, validated spec (written before work starts)
-    metrics.jsonl   one JSON object per logged step
     results.json    the final result (what --json prints)
     .lock           locked (flock) while a run writes here; it holds the writer's pid
   train runs also:
-    checkpoints/checkpoint-<step>/   Accelerate state, trainer_state.json, and model/
+    metrics.jsonl   one JSON object per logged step
+    checkpoints/checkpoint-<step>/   Accelerate state, trainer_state.json (step, processes), and model/
     model/          the final weights (EMA when on) and tokenizer, a save_pretrained folder
+  the other commands their outputs (samples.jsonl, plots, tables as JSON).
 
 A folder that holds a run belongs to it once the run has something to keep there (a checkpoint,
 results.json): only `train --resume` opens it again. A start is taken back until then (see RunDir),
