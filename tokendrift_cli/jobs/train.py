@@ -383,7 +383,7 @@ def check_resume(spec: TrainSpec, run: RunDir) -> None:
         saved = json.loads((checkpoint / TRAINER_STATE).read_text()).get("processes")
     except (OSError, ValueError, AttributeError):
         raise InputError(f"--resume {run.path}: {checkpoint / TRAINER_STATE}: cannot be read") from None
-    if saved is not None and saved != process_count():
+    if saved is not None and saved != process_count():  # None: a checkpoint from before the count was recorded
         raise InputError(
             f"--resume {run.path}: {checkpoint.name} was saved by {saved} process(es), not {process_count()}; "
             "resume with as many, or the run continues on other batches"
