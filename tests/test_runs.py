@@ -388,3 +388,12 @@ def test_no_command_writes_inside_a_run_folder(cli, tmp_path, trained_run):
         code, _, err = cli(*args, "--out", str(trained_run.parent))
         assert code == 2 and f"holds the run folder {trained_run}" in err, (args, err)
     assert _files(trained_run) == before and not (trained_run / "new").exists()
+
+
+def test_a_refused_start_in_the_default_folder_leaves_no_runs_folder(cli, tmp_path, monkeypatch):
+    """`eval` with no model and no train run: refused once it looks for one, after spec.yaml went
+    into runs/eval-<stamp>/; both folders, made by the start, go with it."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("eval", "--nfe", "4")
+    assert code == 2 and "model: not given and no finished train run under runs/" in err
+    assert list(tmp_path.iterdir()) == []
