@@ -88,6 +88,11 @@ def test_a_folder_belongs_to_a_run_once_it_keeps_a_checkpoint(tmp_path):
     with pytest.raises(InputError, match="holds an unfinished run .*tokendrift train --resume"):
         RunDir(tmp_path / "run")
     RunDir(tmp_path / "run", resume=True).close()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "spec.yaml").write_text("seed: 1\n")  # the user's, not a run's
+    with pytest.raises(InputError, match="holds a spec.yaml that no run wrote"):
+        RunDir(tmp_path / "mine")
+    assert (tmp_path / "mine" / "spec.yaml").read_text() == "seed: 1\n"
     with pytest.raises(InputError, match="holds no run to resume"):
         RunDir(tmp_path / "empty", resume=True)
     assert not (tmp_path / "empty").exists()  # nothing made where there was nothing to resume

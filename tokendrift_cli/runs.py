@@ -253,6 +253,7 @@ class RunDir(Run):
         option = "--resume" if resume else "--out"
         try:
             self._check_place(option, resume)
+            started_here = self.file(LOCK).exists()  # a run was started here before (a spec.yaml may be the user's)
             self._made = _outermost_missing(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.file(LOCK), os.O_CREAT | os.O_RDWR, 0o666)
@@ -280,7 +281,7 @@ class RunDir(Run):
             raise InputError(f"{option} {self.path}: cannot write there ({err.strerror})") from None
         if resume:
             return
-        refusal = self._claimed()
+        refusal = self._claimed(started_here)
         if refusal:
             self.close()
             raise InputError(refusal)
@@ -305,10 +306,12 @@ class RunDir(Run):
         if inner is not None:
             raise InputError(f"--out {self.path}: holds the run folder {inner}; choose a folder that holds no run")
 
-    def _claimed(self) -> str | None:
-        """Why the folder belongs to a run already: it kept something there."""
+    def _claimed(self, started_here: bool) -> str | None:
+        """Why the folder is not this start's: a run kept something there, or the spec.yaml is no run's."""
         if self.file(RESULTS).exists():
             return f"--out {self.path}: holds a finished run; choose another folder"
+        if self.file(SPEC).exists() and not started_here:
+            return f"--out {self.path}: holds a spec.yaml that no run wrote; choose another folder"
         checkpoint = self.latest_checkpoint()
         if checkpoint is not None:
             return (
