@@ -43,9 +43,17 @@ def paths(tmp_path_factory, trained_run, interrupted_run):
     (bad_run / "spec.yaml").write_text("command: train\ndiffusion:\n  eps: 5\n")
     (root / "folder").mkdir()
     (root / "dir.txt").mkdir()
+    trunc_run = root / "trunc-run"  # an interrupted run whose checkpoint's weights a crash cut short
+    shutil.copytree(interrupted_run, trunc_run)
+    truncate(trunc_run / "checkpoints" / "checkpoint-2")
+    os.mkfifo(root / "fifo")
+    (root / "dangling").symlink_to(root / "missing")
+    (root / "loop").symlink_to(root / "loop")
     (root / "folder" / "x.txt").write_text("I like tennis .\n")
     return {
         "run": str(trained_run), "interrupted": str(interrupted_run), "tok": str(trained_run / "model"),
+        "runs": str(trained_run.parent), "trunc_run": str(trunc_run), "fifo": str(root / "fifo"),
+        "dangling": str(root / "dangling"), "loop": str(root / "loop"),
         "cache": str(root / "cache"), "empty": str(root / "empty"), "folder": str(root / "folder"), "root": str(root),
         "bad_run": str(bad_run),
         "bad_yaml": write("spec.yaml", b"seed: 1\n# caf\xe9\n"),
@@ -66,6 +74,12 @@ def paths(tmp_path_factory, trained_run, interrupted_run):
         "inf_joint": write("inf.json", '{"I like": Infinity, "he likes": 0}'),
         "dup_joint": write("dup.json", '{"I like": 0.5, "I  like": 0.5, "he likes": 0.5}'),
         "joint": write("ok.json", '{"I like": 0.5, "he likes": 0.5}'),
+        "twice_joint": write("twice.json", '{"I like": 0.5, "he likes": 0.25, "I like": 0.25}'),
+        "twice_yaml": write("twice.yaml", "optim:\n  lr: 0.1\nseed: 1\noptim:\n  max_steps: 3\n"),
+        "twice_json": write("twice-spec.json", '{"seed": 1, "optim": {"lr": 0.1, "lr": 0.2}}'),
+        "deep_yaml": write("deep.yaml", "[" * 5000 + "]" * 5000),
+        "deep_json": write("deep.json", '{"a": ' * 5000 + "1" + "}" * 5000),
+        "empty_prompt": write("empty_prompt.jsonl", '{"prompt": "I like"}\n{"prompt": "  "}\n'),
         "file": write("a-file", "x"),
         "long_prompt": " ".join(["the"] * 30),
         "trunc": model_copy("truncated", truncate),
@@ -193,6 +207,35 @@ CASES = [
     ("csv-not-a-number", "eval --nfe 4,x", 2, "evaluation.nfe.1: Input should be a valid integer"),
     ("csv-bad-choice", "eval --metrics genppl,bogus", 2, "evaluation.metrics.1: Input should be 'genppl', 'entropy', 'val_ppl' or 'ngram_jsd'"),
     ("resume-other-out", "train --resume {interrupted} --out {root}/elsewhere", 2, "--resume DIR continues in DIR; drop --out"),
+    # Issue 25. Tracebacks before: nesting, layers and encoders found only once loaded, a name too
+    # long, a checkpoint's truncated weights (the full disk at the lock runs end to end below).
+    ("spec-nested-yaml", "sample --spec {deep_yaml}", 2, "deep.yaml: nested too deeply to be a spec"),
+    ("spec-nested-json", "train --spec {deep_json}", 2, "deep.json: nested too deeply to be a spec"),
+    ("feature-layer-outside", "train --init {run} --set drift.features=layers --set drift.feature_layers=[99] --set data.seq_len=16 " + SMALL,
+     2, "drift.feature_layers: 99 is not one of the encoder's 5 hidden states"),
+    ("encoder-missing", "train --init {run} --set drift.encoder={root}/no-encoder --set data.seq_len=16 " + SMALL,
+     2, "drift.encoder: {root}/no-encoder: cannot be loaded"),
+    ("out-name-too-long", "marginal-trap --out {root}/" + "x" * 300, 2, "cannot write there (File name too long)"),
+    ("resume-truncated-weights", "train --resume {trunc_run}", 2, "--resume {trunc_run}: checkpoint-2 does not load"),
+    # Issue 25. Accepted silently before.
+    ("spec-key-twice-yaml", "train --spec {twice_yaml}", 2, "twice.yaml: line 4: 'optim' is given twice"),
+    ("spec-key-twice-json", "train --spec {twice_json}", 2, "twice-spec.json: 'lr' is given twice"),
+    ("joint-key-twice", "marginal-trap --joint {twice_joint}", 2, "twice.json: 'I like' is given twice"),
+    ("samples-val-ppl", "eval --samples {samples} --metrics val_ppl", 2, "evaluation.metrics: val_ppl scores a model (--model)"),
+    ("eos-ids-outside", "probe --model {run} --set probe.eos_ids=[3,5000] --num-masks 4", 2, "probe.eos_ids: 5000 is outside the model's vocabulary (106 ids)"),
+    ("prompts-empty-prompt", "probe --prompts {empty_prompt} --model {run}", 2, "empty_prompt.jsonl:2: 'prompt' is empty"),
+    ("presets-path", "presets ../../x", 2, "no such preset"),
+    # Issue 25. Unclear before.
+    ("spec-fifo", "sample --spec {fifo}", 2, "--spec: {fifo}: not a regular file (a pipe, socket or device)"),
+    ("out-dangling-link", "marginal-trap --out {dangling}", 2, "--out {dangling}: is a broken symbolic link"),
+    ("out-link-loop", "marginal-trap --out {loop}", 2, "--out {loop}: is a broken symbolic link"),
+    ("path-with-newline", "sample --spec '{root}/a\nb.yaml'", 2, "{root}/a\\nb.yaml: file not found"),
+    ("set-empty-key-part", "sample --set .nfe=4", 2, "--set .nfe=4: the key '.nfe' has an empty part"),
+    # Issue 25. No run's files written by another: nothing starts inside a run folder or around one.
+    ("out-in-checkpoint", "train --init none --max-steps 2 --out {run}/checkpoints/checkpoint-60", 2, "is inside the run folder {run}"),
+    ("out-in-model", "sample --model {run} --out {run}/model", 2, "is inside the run folder {run}"),
+    ("out-in-run-eval", "eval --samples {samples} --out {interrupted}/new", 2, "is inside the run folder {interrupted}"),
+    ("out-around-run", "marginal-trap --out {runs}", 2, "holds the run folder {run}"),
 ]
 
 
@@ -226,6 +269,32 @@ def test_bad_input_gives_one_error_line(cli, paths, tmp_path, args, code, fragme
         argv += ["--out", str(tmp_path / "out")]
     exit_code, stdout, stderr = cli(*argv, "--json")
     _assert_one_error_line(exit_code, stdout, stderr, code, _fill(fragment, paths))
+    assert not (tmp_path / "out").exists()  # a refused start leaves nothing, wherever it was refused
+
+
+def test_a_full_disk_at_the_lock(cli, tmp_path, monkeypatch):
+    """The lock's pid is the first byte a run writes; on a full disk the start is refused and the
+    folder it made is gone. (A file-size limit low enough to fail it fails Python's own start.)"""
+
+    def full_disk(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    out = tmp_path / "runs" / "trap"
+    exit_code, stdout, stderr = cli("marginal-trap", "--out", str(out), "--json")
+    _assert_one_error_line(exit_code, stdout, stderr, 2, f"--out {out}: cannot write there (No space left on device)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_is_refused_without_a_gpu(cli, paths, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("fp16 runs on a CUDA GPU")
+    out = tmp_path / "out"
+    exit_code, stdout, stderr = cli("train", "--init", "none", "--set", "optim.mixed_precision=fp16", *_fill(SMALL, paths).split(), "--out", str(out), "--json")
+    _assert_one_error_line(exit_code, stdout, stderr, 2, "optim.mixed_precision: fp16 needs a CUDA GPU and there is none")
+    assert not out.exists()
 
 
 def test_eval_nfe_zero(cli, paths, tmp_path):
@@ -259,6 +328,7 @@ def test_bad_input_end_to_end(paths, tmp_path, args, code, fragment, limit):
         env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=limit, timeout=300,
     )
     _assert_one_error_line(done.returncode, done.stdout, done.stderr, code, fragment.format(**paths))
+    assert list(tmp_path.iterdir()) == []  # the refused or failed start took back the folder it made
 
 
 def test_a_diverged_run_writes_strict_json(cli, paths, tmp_path):

@@ -1,6 +1,7 @@
 """The command line's conventions: help, exit codes, one-line spec errors, --json."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -81,6 +82,34 @@ def test_every_shipped_preset_validates():
     for name in preset_names():
         command = read_preset(name)[0]["command"]
         assert load_spec(command, preset=name).command == command
+
+
+def test_digits_are_decimal_in_set_and_spec_files_as_in_named_options(tmp_path):
+    """YAML 1.1 reads 010 as octal 8; a spec means 10, as --seed 010 does."""
+    from tokendrift_cli.spec import load_spec
+
+    (tmp_path / "s.yaml").write_text("seed: 010\noptim:\n  max_steps: 0_012\n")
+    assert load_spec("train", options={"seed": int("010")}).seed == 10
+    assert load_spec("train", overrides=["seed=010"]).seed == 10
+    spec = load_spec("train", spec_file=tmp_path / "s.yaml")
+    assert (spec.seed, spec.optim.max_steps) == (10, 12)
+    assert load_spec("train", overrides=["seed=0x10"]).seed == 16  # other YAML integers read as before
+
+
+def test_presets_live_at_the_top_level_and_every_package_is_in_the_wheel():
+    """presets/ sits beside tokendrift_cli/ and is what `tokendrift presets` lists; the wheel's
+    hand-kept package list (pyproject.toml) holds every package under tokendrift_cli/ and the presets."""
+    tomllib = pytest.importorskip("tomllib")
+    from setuptools import find_packages
+
+    from tokendrift_cli.spec import preset_names
+
+    root = Path(__file__).resolve().parents[1]
+    assert preset_names() == sorted(p.stem for p in (root / "presets").glob("*.yaml")) and preset_names()
+    assert not (root / "tokendrift_cli" / "presets").exists()
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert sorted(setuptools["packages"]) == sorted([*find_packages(str(root), include=["tokendrift_cli*"]), "tokendrift_cli.presets"])
+    assert setuptools["package-dir"] == {"tokendrift_cli.presets": "presets"}
 
 
 def test_presets_show_unknown_name(cli):

@@ -73,15 +73,103 @@ def test_non_main_rank_writes_nothing(tmp_path, monkeypatch):
     run.close()
 
 
-def test_a_folder_holding_a_run_refuses_a_new_one_unless_resumed(tmp_path):
+def test_a_folder_belongs_to_a_run_once_it_keeps_a_checkpoint(tmp_path):
+    """What a kill leaves before the first checkpoint (spec.yaml, the first steps' metrics) is free
+    for the next start, which logs its own metrics; a checkpoint makes the folder the run's."""
     with RunDir(tmp_path / "run") as run:
         run.write_yaml("spec.yaml", {"command": "train"})  # written first by every command
-    with pytest.raises(InputError, match="holds an unfinished run"):
+        run.log_metrics({"step": 1, "loss": 1.0})
+    with RunDir(tmp_path / "run") as run:
+        assert run.read_metrics() == []
+        run.log_metrics({"step": 1, "loss": 2.0})
+        tmp = run.staging(run.checkpoint_path(1))
+        tmp.mkdir(parents=True)
+        run.publish(tmp, run.checkpoint_path(1))
+    with pytest.raises(InputError, match="holds an unfinished run .*tokendrift train --resume"):
         RunDir(tmp_path / "run")
     RunDir(tmp_path / "run", resume=True).close()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "spec.yaml").write_text("seed: 1\n")  # the user's, not a run's
+    with pytest.raises(InputError, match="holds a spec.yaml that no run wrote"):
+        RunDir(tmp_path / "mine")
+    assert (tmp_path / "mine" / "spec.yaml").read_text() == "seed: 1\n"
     with pytest.raises(InputError, match="holds no run to resume"):
         RunDir(tmp_path / "empty", resume=True)
     assert not (tmp_path / "empty").exists()  # nothing made where there was nothing to resume
+
+
+def _files(folder) -> dict:
+    """Every file under `folder` and its bytes, but the lock (whose pid each opener rewrites)."""
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_a_start_that_ends_before_keeping_anything_is_taken_back(tmp_path):
+    """A folder the start made goes, with the parents it made; a folder it found (here one a killed
+    start left) gets back exactly what it held; once a checkpoint is kept, nothing is taken back."""
+    with pytest.raises(InputError, match="refused"):
+        with RunDir(tmp_path / "new" / "deeper" / "run") as run:
+            run.write_yaml("spec.yaml", {"command": "sample"})
+            raise InputError("refused")
+    assert list(tmp_path.iterdir()) == []
+
+    found = tmp_path / "found"
+    with RunDir(found) as run:  # a start killed before its first checkpoint left these
+        run.write_yaml("spec.yaml", {"command": "train", "seed": 1})
+        run.log_metrics({"step": 1, "loss": 1.0})
+    (found / "notes.txt").write_text("the user's")
+    before = _files(found)
+    for ending in (JobError("failed"), KeyboardInterrupt()):
+        with pytest.raises(type(ending)):
+            with RunDir(found) as run:
+                run.write_yaml("spec.yaml", {"command": "sample"})
+                run.log_metrics({"step": 1, "loss": 2.0})
+                run.write_text("samples.jsonl", "{}\n")
+                run.staging(run.file("model")).mkdir()
+                raise ending
+        assert _files(found) == before and not (found / ".model.tmp").exists()
+
+    with pytest.raises(JobError):
+        with RunDir(found) as run:
+            tmp = run.staging(run.checkpoint_path(1))
+            tmp.mkdir(parents=True)
+            run.publish(tmp, run.checkpoint_path(1))
+            raise JobError("failed after its first checkpoint")
+    assert run.latest_checkpoint() == run.checkpoint_path(1)
+
+
+def test_no_run_starts_inside_a_run_folder_or_around_one(tmp_path):
+    with RunDir(tmp_path / "runs" / "r") as run:
+        run.write_yaml("spec.yaml", {"command": "train"})
+        (run.path / "model").mkdir()
+    before = _files(tmp_path)
+    for inside in (tmp_path / "runs" / "r" / "model", tmp_path / "runs" / "r" / "checkpoints" / "checkpoint-8"):
+        with pytest.raises(InputError, match=f"is inside the run folder {tmp_path / 'runs' / 'r'}"):
+            RunDir(inside)
+    (tmp_path / "link").symlink_to(tmp_path / "runs" / "r" / "model")
+    with pytest.raises(InputError, match="is inside the run folder"):
+        RunDir(tmp_path / "link")
+    for around in (tmp_path / "runs", tmp_path):
+        with pytest.raises(InputError, match=f"holds the run folder {tmp_path / 'runs' / 'r'}"):
+            RunDir(around)
+    assert _files(tmp_path) == before and not (tmp_path / "runs" / "r" / "checkpoints").exists()
+
+
+def test_out_places_that_are_no_folder_name_the_reason(tmp_path, monkeypatch):
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for link in ("dangling", "loop"):
+        with pytest.raises(InputError, match=f"--out {tmp_path / link}: is a broken symbolic link"):
+            RunDir(tmp_path / link)
+    with pytest.raises(InputError, match=r"cannot write there \(File name too long\)"):
+        RunDir(tmp_path / ("x" * 300))
+
+    def full_disk(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full_disk)  # the lock's pid is the first byte a run writes
+    with pytest.raises(InputError, match=r"--out .*new: cannot write there \(No space left on device\)"):
+        RunDir(tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "loop"]
 
 
 def test_resume_of_a_missing_folder_says_so_and_several_processes_need_out(cli, tmp_path, monkeypatch):
@@ -89,8 +177,8 @@ def test_resume_of_a_missing_folder_says_so_and_several_processes_need_out(cli, 
     assert code == 2 and err.strip() == f"error: --resume {tmp_path / 'nowhere'}: holds no run to resume (no spec.yaml)"
     assert not (tmp_path / "nowhere").exists()
     monkeypatch.setenv("WORLD_SIZE", "2")  # as accelerate launch / torchrun set it: each rank would stamp its own folder
-    code, _, err = cli("sample", "--nfe", "4")
-    assert code == 2 and "--out: required when several processes run" in err
+    code, _, err = cli("train", "--nfe", "4")
+    assert code == 2 and "--out: required when several processes train" in err
 
 
 def test_publishing_over_a_folder_keeps_the_old_one_until_the_new_one_stands(tmp_path, monkeypatch):
@@ -256,3 +344,61 @@ def test_a_staged_folder_is_published_whole_and_old_checkpoints_pruned(tmp_path)
         leftover = run.staging(run.checkpoint_path(4))
         leftover.mkdir()
         assert not run.staging(run.checkpoint_path(4)).exists()  # what a crash left is cleared
+
+
+# A few seconds a train run from the trained_run fixture's model (16 positions).
+CONTINUE = ["--set", "data.num_train=256", "--set", "data.num_valid=32", "--set", "data.seq_len=16", "--set", "optim.batch_size=8",
+            "--set", "logging.eval_every=0", "--set", "logging.valid_sequences=16", "--set", "quality.num_samples=16", "--quiet"]
+
+
+def test_a_start_refused_once_its_model_is_loaded_leaves_the_folder_to_the_corrected_command(cli, tmp_path, trained_run):
+    """Checks that need the model or data run after spec.yaml is written; the refused start is taken
+    back, so the corrected command runs in the same folder: fresh, or one the user made."""
+    made = tmp_path / "made"
+    found = tmp_path / "found"
+    found.mkdir()
+    (found / "notes.txt").write_text("mine")
+    for out in (made, found):
+        before = _files(out) if out.exists() else None
+        for args, message in [
+            (["train", "--init", str(trained_run), "--backbone", "duo", *CONTINUE], "model.backbone: duo, but"),
+            (["train", "--init", str(trained_run), "--set", "optim.grad_accum=3", *CONTINUE], "optim.batch_size: 8 sequences do not split"),
+            (["train", "--init", str(trained_run), "--set", "drift.features=layers", "--set", "drift.feature_layers=[99]", *CONTINUE],
+             "drift.feature_layers: 99 is not one of"),
+            (["sample", "--model", str(trained_run), "--seq-len", "64"], "sampling.seq_len: 64 is above the model's length (16)"),
+        ]:
+            code, _, err = cli(*args, "--out", str(out))
+            assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+            assert (_files(out) if out.exists() else None) == before, args
+        code, _, err = cli("train", "--init", str(trained_run), "--max-steps", "2", *CONTINUE, "--out", str(out))
+        assert code == 0, err
+        assert json.loads((out / "results.json").read_text())["steps"] == 2
+    for out in (tmp_path / "sample-made", tmp_path / "sample-found"):
+        assert cli("sample", "--model", str(trained_run), "--seq-len", "64", "--out", str(out))[0] == 2 and not out.exists()
+        code, _, err = cli("sample", "--model", str(trained_run), "--nfe", "4", "--num-samples", "2", "--out", str(out), "--quiet")
+        assert code == 0 and len((out / "samples.jsonl").read_text().splitlines()) == 2, err
+
+
+def test_no_command_writes_inside_a_run_folder(cli, tmp_path, trained_run):
+    before = _files(trained_run)
+    model = ["--model", str(trained_run)]
+    for args in [
+        ["train", "--init", "none", "--max-steps", "2", *CONTINUE], ["sample", *model, "--nfe", "4", "--num-samples", "2"],
+        ["eval", *model, "--nfe", "4", "--num-samples", "4"], ["probe", *model, "--num-masks", "4", "--num-prompts", "2"],
+        ["marginal-trap", "--set", "trap.num_contexts=2"],
+    ]:
+        for out in (trained_run / "checkpoints" / "checkpoint-60", trained_run / "model", trained_run / "new"):
+            code, _, err = cli(*args, "--out", str(out))
+            assert code == 2 and f"is inside the run folder {trained_run}" in err, (args, err)
+        code, _, err = cli(*args, "--out", str(trained_run.parent))
+        assert code == 2 and f"holds the run folder {trained_run}" in err, (args, err)
+    assert _files(trained_run) == before and not (trained_run / "new").exists()
+
+
+def test_a_refused_start_in_the_default_folder_leaves_no_runs_folder(cli, tmp_path, monkeypatch):
+    """`eval` with no model and no train run: refused once it looks for one, after spec.yaml went
+    into runs/eval-<stamp>/; both folders, made by the start, go with it."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("eval", "--nfe", "4")
+    assert code == 2 and "model: not given and no finished train run under runs/" in err
+    assert list(tmp_path.iterdir()) == []

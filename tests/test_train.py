@@ -16,13 +16,15 @@ import yaml
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 
 # A few seconds a run: short sequences, small batches, no quality report; FAST from scratch.
-SHORT = [
-    "--set", "quality.num_samples=0",
+# Runs of several processes keep the quality report on (WITH_QUALITY): they run the defaults.
+SMALL = [
     "--set", "data.num_train=256", "--set", "data.num_valid=32", "--set", "data.seq_len=16",
     "--set", "optim.batch_size=8", "--set", "optim.warmup_steps=2",
     "--set", "logging.log_every=1", "--set", "logging.eval_every=0", "--set", "logging.valid_sequences=16",
 ]
+SHORT = ["--set", "quality.num_samples=0", *SMALL]
 FAST = ["--init", "none", *SHORT]
+WITH_QUALITY = ["--init", "none", *SMALL]
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -97,11 +99,56 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert [r["queue_fill"] for r in got] == [0, 8, 16] + [20] * 9
 
 
-def test_resume_without_checkpoint_is_a_clear_error(cli, tmp_path):
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "spec.yaml").write_text("command: train\n")
-    code, _, err = cli("train", "--resume", str(tmp_path / "empty"))
-    assert code == 2 and "no checkpoint to resume from" in err
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start_or_starts_over(cli, tmp_path):
+    """What a kill before the first checkpoint leaves (spec.yaml, three steps' metrics, nothing to
+    resume from) is no dead end: `--resume` runs it from step 0, the same command starts over there;
+    both log what an uninterrupted run logs."""
+    args = ["--max-steps", "3", "--set", "logging.save_every=0", "--quiet", *FAST]
+    reference = tmp_path / "reference"
+    assert cli("train", *args, "--out", str(reference))[0] == 0
+    for name in ("resumed", "restarted"):
+        shutil.copytree(reference, tmp_path / name)
+        for kept in ("checkpoints", "model", "results.json"):
+            path = tmp_path / name / kept
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    code, _, err = cli("train", "--resume", str(tmp_path / "resumed"), "--quiet")
+    assert code == 0, err
+    code, _, err = cli("train", *args, "--out", str(tmp_path / "restarted"))
+    assert code == 0, err
+    for name in ("resumed", "restarted"):
+        assert [(r["step"], r["loss"]) for r in _metrics(tmp_path / name)] == [(r["step"], r["loss"]) for r in _metrics(reference)]
+        assert json.loads((tmp_path / name / "results.json").read_text())["resumed_from"] is None
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_the_folder_to_the_same_command(cli, tmp_path, monkeypatch):
+    from tokendrift_cli.jobs import train
+
+    real_save = train._save_checkpoint
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as Ctrl-C lands while the first checkpoint is due
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(train, "_save_checkpoint", interrupted)
+    code, _, err = cli("train", "--max-steps", "2", *FAST, "--out", str(out))
+    assert code == 130 and "interrupted before the run kept anything" in err and not out.exists()
+    monkeypatch.setattr(train, "_save_checkpoint", real_save)
+    code, _, err = cli("train", "--max-steps", "2", *FAST, "--out", str(out), "--quiet")
+    assert code == 0, err
+    assert [r["step"] for r in _metrics(out)] == [1, 2]
+
+
+def test_a_resume_under_another_number_of_processes_is_refused(cli, interrupted_run, monkeypatch):
+    """Each process's share of the batch and noise follows the process count: the run would go on
+    with other losses. The refusal is one line, before anything changes."""
+    before = _files(interrupted_run)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it on the main process (RANK 0)
+    code, _, err = cli("train", "--resume", str(interrupted_run))
+    assert code == 2 and err.strip() == (
+        f"error: --resume {interrupted_run}: checkpoint-2 was saved by 1 process(es), not 2; "
+        "resume with as many, or the run continues on other batches"
+    )
+    assert _files(interrupted_run) == before
 
 
 def test_batch_that_does_not_split_is_rejected(cli, tmp_path):
@@ -116,7 +163,7 @@ def test_two_processes_gather_drift_features(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "-m", "tokendrift_cli", "train", "--objective", "tokendrift", "--max-steps", "2", "--out", str(out), "--quiet",
-         *FAST],
+         *WITH_QUALITY],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -125,6 +172,27 @@ def test_two_processes_gather_drift_features(tmp_path):
     assert json.loads((out / "results.json").read_text())["processes"] == 2
     # Each process holds 4 sequences; the drift sets hold all 8 (without the gather they would hold 4).
     assert all(r["drift_batch"] == 8 for r in rows)
+
+
+def test_the_readmes_torchrun_command_prints_one_result(tmp_path):
+    """`torchrun --nproc_per_node 2 -m tokendrift_cli train --max-steps 10 --batch-size 8 --out X`
+    with its defaults: TokenDrift from the builtin checkpoint (built by both processes, 3 steps here
+    instead of 1500), the quality report on. One JSON object on stdout, its tables once on stderr."""
+    driver = tmp_path / "driver.py"
+    driver.write_text("import sys\nimport tokendrift_cli.jobs.train as train\ntrain.BUILTIN_STEPS = 3\n"
+                      "from tokendrift_cli.cli import app\napp(sys.argv[1:], prog_name='tokendrift')\n")
+    out = tmp_path / "X"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(driver),
+         "train", "--max-steps", "2", "--batch-size", "8", "--out", str(out), "--json", *_builtin_data(tmp_path / "cache")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # one object: a second would make this fail
+    assert result["processes"] == 2 and result["objective"] == "tokendrift" and result["steps"] == 2
+    assert result["quality"]["judge"] == "oracle" and result["quality"]["before"] and result["quality"]["after"]
+    assert json.loads((out / "results.json").read_text()) == result
+    assert done.stderr.count("quality at NFE 4") == 1 and done.stderr.count("tokendrift train · duo · tokendrift") == 1
 
 
 def test_tokendrift_resolves_to_the_papers_settings_with_no_flags():
@@ -301,6 +369,7 @@ def test_an_interrupted_builtin_build_starts_over_under_its_lock(cli, tmp_path, 
     assert all(r["step"] <= 3 for r in _metrics(init))  # the killed build's step-7 line is gone
 
 
+@pytest.mark.slow
 def test_one_and_two_processes_log_the_same_lr_and_losses_for_the_same_global_batch(tmp_path):
     """Warm-up then cosine over 6 steps of 8 sequences: one process accumulating two micro-batches
     of 4, and two processes (torchrun) with 4 each, see the same sequences and noise, so they must
@@ -309,9 +378,9 @@ def test_one_and_two_processes_log_the_same_lr_and_losses_for_the_same_global_ba
     import math
 
     common = ["train", "--objective", "diffusion", "--max-steps", "6", "--quiet", "--set", "optim.schedule=cosine",
-              "--set", "optim.lr=1e-3", *FAST]
+              "--set", "optim.lr=1e-3", *WITH_QUALITY]
     one, two = tmp_path / "one", tmp_path / "two"
-    done = _tokendrift(*common, "--out", str(one), "--set", "optim.grad_accum=2")
+    done = _tokendrift(*common, "--out", str(one), "--set", "optim.grad_accum=2", "--set", "quality.num_samples=0")
     assert done.returncode == 0, done.stderr[-3000:]
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tokendrift_cli", *common, "--out", str(two)],

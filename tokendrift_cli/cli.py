@@ -120,13 +120,20 @@ def _execute(
     quiet: Quiet = False,
     resume: Resume = None,
 ) -> None:
-    """Resolve the spec, open the run directory, write spec.yaml, run the job, report."""
+    """Resolve the spec, open the run directory, write spec.yaml, run the job, report.
+
+    Under several processes (torchrun, accelerate launch) only the main process prints: the one
+    result, its tables and any error. `train` runs on every process; the other commands run on the
+    main process only, and the others end at once."""
     import torch
 
-    from tokendrift_cli.runs import RESULTS, SPEC, Run, RunDir, default_run_path
+    from tokendrift_cli.runs import RESULTS, SPEC, Run, RunDir, default_run_path, is_main_process, process_count
     from tokendrift_cli.spec import load_spec, spec_to_dict
 
-    ui = UI(json_mode=json, quiet=quiet)
+    main = is_main_process()
+    if not main and command != "train":
+        return
+    ui = UI(json_mode=json, quiet=quiet, main_process=main)
     if resume is not None:  # the run goes on in its folder, from its own spec unless another is given
         if out is not None and out != resume:
             ui.error("--resume DIR continues in DIR; drop --out or make it the same directory")
@@ -134,9 +141,10 @@ def _execute(
         if spec is None and preset is None and Run(resume).file(SPEC).is_file():  # without one, RunDir says there is no run
             spec = Run(resume).file(SPEC)
         out = resume
+    run: RunDir | None = None
     try:
-        if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise InputError("--out: required when several processes run (each would pick its own timestamped folder)")
+        if out is None and process_count() > 1:
+            raise InputError("--out: required when several processes train (each would pick its own timestamped folder)")
         resolved = load_spec(command, preset=preset, spec_file=spec, options=options, overrides=set_)
         job = _job_module(command)
         with RunDir(out or default_run_path(command), resume=resume is not None) as run:
@@ -161,7 +169,10 @@ def _execute(
         ui.error(str(err))
         raise typer.Exit(1)
     except KeyboardInterrupt:
-        ui.error("interrupted; completed checkpoints and written files are kept")
+        if run is not None and run.kept:
+            ui.error(f"interrupted; {run.path} keeps its completed checkpoints and written files")
+        else:  # taken back (RunDir): the same command can start there again
+            ui.error("interrupted before the run kept anything; its folder is as it was")
         raise typer.Exit(130)
     if json:
         ui.print_json(result)
@@ -269,7 +280,8 @@ def _csv(value: str) -> list[str]:
 
 
 _spec_command(
-    "train", "Train a diffusion LM: plain diffusion loss or the TokenDrift objective.\n\n"
+    "train", "Train a diffusion LM: plain diffusion loss or the TokenDrift objective. Under several processes (torchrun), "
+    "each takes its share of every batch.\n\n"
     "The progress bar shows the diffusion loss (nats/token: it tracks the model's likelihood under either objective), "
     "under TokenDrift the drift loss (½‖αV‖² of a normalised field: it may rise while training goes well), and tokens/s. "
     "The run writes metrics.jsonl and curves.png (losses, validation NELBO and the before/after quality against step); "
@@ -278,23 +290,25 @@ _spec_command(
     resumable=True,
 )
 _spec_command(
-    "sample", "Generate samples at a fixed number of network calls (NFE).",
+    "sample", "Generate samples at a fixed number of network calls (NFE). Under several processes (torchrun), runs on the main process only.",
     ["model", "sampling.nfe", "sampling.num_samples", "sampling.batch_size", "sampling.seq_len", "sampling.temperature", "sampling.top_p"],
 )
 _spec_command(
     "eval", "Judge samples: Gen.-PPL, entropy, validation perplexity, n-gram JSD, NFE sweeps.\n\n"
     "Each number comes with its standard error over samples (docs/metrics.md); the samples judged are saved under "
     "samples/ in the run folder, and train runs given with --model that differ only in their seed are also pooled "
-    "(mean ± SD over seeds).",
+    "(mean ± SD over seeds). On the synthetic language each Gen.-PPL stands beside the exact denoiser's for the same "
+    "process and NFE (exact:mdlm, exact:duo), with model error and factorization error. Under several processes "
+    "(torchrun), runs on the main process only.",
     ["samples", "models", "evaluation.nfe", "evaluation.genppl_model", "evaluation.metrics", "sampling.num_samples"],
 )
 _spec_command(
-    "probe", "One forward pass over a prompt plus N masks: top-k per masked position, aggregated.",
+    "probe", "One forward pass over a prompt plus N masks: top-k per masked position, aggregated. Under several processes (torchrun), runs on the main process only.",
     ["probe.prompts", "probe.prompt", "probe.model", "probe.num_masks", "probe.top_k", "probe.num_prompts",
      "probe.chat_template", "probe.batch_size", "probe.dtype", "probe.from_lima"],
 )
 _spec_command(
-    "marginal-trap", 'How far parallel decoding from per-token marginals is from the joint ("I likes tennis").',
+    "marginal-trap", 'How far parallel decoding from per-token marginals is from the joint ("I likes tennis"). Under several processes (torchrun), runs on the main process only.',
     ["trap.mode", "trap.joint", "trap.model"],
 )
 

@@ -1,7 +1,8 @@
 """What a person sees: a Rich console, progress bars and result tables.
 
 With --json, stdout carries exactly one JSON object, so everything Rich prints goes to stderr.
-With --quiet, nothing but errors (and the JSON object) is printed.
+With --quiet, nothing but errors (and the JSON object) is printed. Under several processes only
+the main one prints anything: one result, one line per error.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from rich.text import Text
 
 
 class UI:
-    def __init__(self, *, json_mode: bool = False, quiet: bool = False):
+    def __init__(self, *, json_mode: bool = False, quiet: bool = False, main_process: bool = True):
         self.json_mode = json_mode
-        self.quiet = quiet
-        self.console = Console(stderr=json_mode, quiet=quiet)
-        self.errors = Console(stderr=True, soft_wrap=True, emoji=False)  # one problem, one line
+        self.quiet = quiet or not main_process
+        self.main_process = main_process
+        self.console = Console(stderr=json_mode, quiet=self.quiet)
+        self.errors = Console(stderr=True, soft_wrap=True, emoji=False, quiet=not main_process)  # one problem, one line
 
     @contextmanager
     def progress(self) -> Iterator[Progress]:
@@ -62,15 +64,18 @@ class UI:
         """The one JSON object of --json, on stdout whatever the console's target is."""
         from tokendrift_cli.runs import to_json
 
-        print(to_json(obj), end="", flush=True)
+        if self.main_process:
+            print(to_json(obj), end="", flush=True)
 
     def note(self, message: str) -> None:
         """One plain line of progress news (paths are printed as they are: no markup, no wrapping)."""
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def error(self, message: str) -> None:
-        """One line on stderr; the message may quote user input (a path with "[/x]"), so it is escaped."""
-        self.errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+        """One line on stderr; the message may quote user input (a path with "[/x]" or a line break),
+        so it is escaped, line breaks included."""
+        one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+        self.errors.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, markup=True)
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tokendrift_cli.errors import InputError
-from tokendrift_cli.files import read_user_text
+from tokendrift_cli.files import DuplicateKey, read_user_text, unique_keys
 
 
 def read_jsonl(path: str | Path, field: str, what: str, option: str) -> list[tuple[int, dict]]:
@@ -17,9 +17,11 @@ def read_jsonl(path: str | Path, field: str, what: str, option: str) -> list[tup
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        except DuplicateKey as err:
+            raise InputError(f"{path}:{number}: {err}") from None
         if not isinstance(row, dict) or not isinstance(row.get(field), str):
             raise InputError(f"{path}:{number}: expected an object with a string field '{field}'")
         rows.append((number, row))

@@ -8,12 +8,13 @@ denoiser's logits.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.models.dit import token_inputs
 from tokendrift_cli.spec.drift import DriftSpec
 
@@ -90,7 +91,10 @@ class TransformersEncoder(FeatureEncoder):
         super().__init__(**pooling)
         from transformers import AutoModel
 
-        self.model = AutoModel.from_pretrained(name_or_path)
+        try:
+            self.model = AutoModel.from_pretrained(name_or_path)
+        except (OSError, ValueError) as err:  # no such folder or hub name, not a transformers model
+            raise InputError(f"drift.encoder: {name_or_path}: cannot be loaded ({first_line(err)})") from None
         self.freeze()
 
     def hidden_states(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -113,6 +117,10 @@ def _match_vocab(probs: torch.Tensor, size: int) -> torch.Tensor:
 
 def build_encoder(spec: DriftSpec, model: nn.Module) -> FeatureEncoder:
     pooling = {"features": spec.features, "layers": spec.feature_layers, "window": spec.feature_window}
-    if spec.encoder == "backbone-copy":
-        return BackboneCopyEncoder(model, **pooling)
-    return TransformersEncoder(spec.encoder, **pooling)
+    encoder = BackboneCopyEncoder(model, **pooling) if spec.encoder == "backbone-copy" else TransformersEncoder(spec.encoder, **pooling)
+    config: Any = encoder.model.config  # a transformers config: our DiT's or the named model's
+    states = config.num_hidden_layers + 1  # the embeddings, then every block
+    for layer in spec.feature_layers or []:
+        if not -states <= layer < states:
+            raise InputError(f"drift.feature_layers: {layer} is not one of the encoder's {states} hidden states (0 to {states - 1}, or -1 to -{states})")
+    return encoder

@@ -18,7 +18,7 @@ from rich.markup import escape
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.diffusion.base import exclude_mask
 from tokendrift_cli.errors import InputError
-from tokendrift_cli.files import read_user_text
+from tokendrift_cli.files import DuplicateKey, read_user_text, unique_keys
 from tokendrift_cli.metrics.trap import JointTable, Validity, joint_from_language, parse_joint
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import RunDir, latest_train_run
@@ -45,9 +45,11 @@ def run(spec: TrapCommandSpec, run: RunDir, ui: UI) -> dict:
 
 def _joint_file(path: str, num_samples: int, rng: np.random.Generator, run: RunDir) -> dict:
     try:
-        data = json.loads(read_user_text(path, "trap.joint"))
+        data = json.loads(read_user_text(path, "trap.joint"), object_pairs_hook=unique_keys)
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    except DuplicateKey as err:
+        raise InputError(f"{path}: {err}") from None
     table = parse_joint(data, path)
     by_step = {s: table.decode(s, num_samples, rng) for s in range(1, table.k + 1)}
     result = {"mode": "joint", "source": path, "k": table.k, **_table_stats([table]), **_validity(by_step, table.k)}

@@ -132,6 +132,9 @@ def _load_prompts(spec: ProbeCommandSpec) -> list[dict]:
 
 def read_prompts(path: str) -> list[dict]:
     rows = read_jsonl(path, "prompt", "prompts", "probe.prompts")
+    for number, row in rows:
+        if not row["prompt"].strip():
+            raise InputError(f"{path}:{number}: 'prompt' is empty")
     return [{"id": row.get("id", index), "prompt": row["prompt"]} for index, (_, row) in enumerate(rows)]
 
 

@@ -30,7 +30,7 @@ from tokendrift_cli.errors import InputError, first_line
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser, load_denoiser
-from tokendrift_cli.runs import MODEL, RESULTS, SPEC, Run, RunDir, atomic_write_text, to_json, writing
+from tokendrift_cli.runs import MODEL, RESULTS, SPEC, Run, RunDir, atomic_write_text, process_count, to_json, writing
 from tokendrift_cli.spec import LoggingSpec, ModelFacts, QualitySpec, TrainSpec, check_against_model, flatten, load_spec, spec_to_dict
 from tokendrift_cli.spec.model import BUILTIN
 from tokendrift_cli.spec.optim import OptimSpec
@@ -44,15 +44,17 @@ BUILTIN_STEPS, BUILTIN_LR = 1500, 1e-3
 BUILTIN_BACKBONE = "duo"
 
 
-def run(spec: TrainSpec, run: RunDir, ui: UI, *, published: Path | None = None) -> dict:
+def run(spec: TrainSpec, run: RunDir, ui: UI, *, published: Path | None = None, nested: bool = False) -> dict:
     """Train; `published` is the folder the run's files will be in once it is done, where that is
-    not `run.path` (the builtin build's): the paths the result names are there."""
+    not `run.path` (the builtin build's): the paths the result names are there. `nested`: a train
+    run inside another (the builtin build), which leaves the processes' group to the run it serves."""
+    if spec.optim.mixed_precision == "fp16" and not torch.cuda.is_available():  # Accelerate would run float32 and say nothing
+        raise InputError("optim.mixed_precision: fp16 needs a CUDA GPU and there is none; use bf16 or no")
     requested = spec
     if spec.model.init == BUILTIN:  # first: its build is a train run with its own Accelerator
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"init": builtin_checkpoint(spec, ui)})})
     accelerator = Accelerator(
-        # Several processes on a machine without CUDA (torchrun, accelerate launch): gloo on CPU.
-        cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        cpu=_cpu_processes(),
         gradient_accumulation_steps=spec.optim.grad_accum,
         # Accelerate would step a prepared scheduler once per process at each optimiser step, so the
         # schedule would run N times too fast under N processes; the loop steps it once itself.
@@ -142,7 +144,8 @@ def run(spec: TrainSpec, run: RunDir, ui: UI, *, published: Path | None = None) 
     model_dir = _save_final(run, accelerator, model, ema, tokenizer)
     quality = _quality(spec, model_dir, tokenizer, process, valid_ids, accelerator, ui) if spec.quality.num_samples else None
     curves = _plot_curves(run, quality)
-    accelerator.end_training()
+    if not nested:
+        accelerator.end_training()  # ends trackers and the processes' group
     seconds = time.perf_counter() - started
     steps_done = spec.optim.max_steps - start_step
     home, checkpoint = published or run.path, run.latest_checkpoint()
@@ -213,11 +216,12 @@ def _val_nelbo(raw, process, valid_ids, spec: TrainSpec, device: torch.device) -
 # ---------------------------------------------------------------------------- what the run targets
 
 
-def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, valid_ids, accelerator: Accelerator, ui: UI) -> dict:
+def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, valid_ids, accelerator: Accelerator, ui: UI) -> dict | None:
     """Samples at the run's NFE from the starting checkpoint and from the trained model (the saved
     weights: EMA when on), drawn with the same seed and judged alike: the oracle on the
     synthetic language, else quality.judge; each with its validation perplexity bound, scored
-    as the run's own validation is (so `after` equals the run's last val_ppl)."""
+    as the run's own validation is (so `after` equals the run's last val_ppl). On the main
+    process only (None on the others)."""
     from tokendrift_cli.data.synthetic import SyntheticLanguage
     from tokendrift_cli.generation import generate
     from tokendrift_cli.metrics.judging import gen_ppl
@@ -260,7 +264,7 @@ def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, valid_ids, ac
             quality["exact"] = {**exact, "factorization_error": standing.place(exact["gen_ppl"], backbone, spec.nfe, seq_len)["factorization_error"]}
             quality["floor"] = {"gen_ppl": standing.floor(seq_len)}
     accelerator.wait_for_everyone()
-    return quality
+    return quality if accelerator.is_main_process else None
 
 
 def _plot_curves(run: RunDir, quality: dict | None) -> Path:
@@ -311,21 +315,18 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
     if not Run(folder).file(RESULTS).is_file():  # the folder gets its name only when the build is done
         ui.note(f"pretraining the builtin {backbone} checkpoint once ({BUILTIN_STEPS} steps) into {folder}")
         building = folder.with_name(folder.name + ".building")
-        held, interrupted = Run(building).holds_run(), Run(building).latest_checkpoint() is not None
-        PartialState().wait_for_everyone()  # every process has looked before the main one writes there
+        interrupted = Run(building).latest_checkpoint() is not None  # it continues from its last checkpoint
+        PartialState(cpu=_cpu_processes()).wait_for_everyone()  # every process has looked before the main one writes there
         try:
-            pretrain = RunDir(building, resume=held)  # its lock keeps two first uses from building at once
+            pretrain = RunDir(building, resume=interrupted)  # its lock keeps two first uses from building at once
         except InputError as err:
             raise InputError(f"model.init: builtin: cannot build {building} ({err})") from None
         with pretrain:
-            pretrain.resume = interrupted  # an interrupted build continues from its last checkpoint
-            if held and not interrupted:
-                pretrain.truncate_metrics(last_step=0)
             pretrain.write_yaml(SPEC, recipe.model_dump(mode="json"))
-            pretrain.write_json(RESULTS, {"run_dir": str(folder), **run(recipe, pretrain, ui, published=folder)})
+            pretrain.write_json(RESULTS, {"run_dir": str(folder), **run(recipe, pretrain, ui, published=folder, nested=True)})
             if pretrain.is_main:  # renamed while still locked: no other build can start in between
                 os.replace(building, folder)
-        PartialState().wait_for_everyone()
+        PartialState(cpu=_cpu_processes()).wait_for_everyone()
         # The build's Accelerator set Accelerate's process-wide state (mixed precision, gradient
         # accumulation); the run's own, made next, must not inherit it. Accelerate has no public reset.
         AcceleratorState._reset_state()
@@ -355,6 +356,12 @@ class _IndexStream:
 def _generator(device: torch.device, *key: int) -> torch.Generator:
     seed = int(np.random.SeedSequence([abs(k) + (k < 0) * 2**31 for k in key]).generate_state(1)[0])
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def _cpu_processes() -> bool:
+    """Several processes on a machine without CUDA (torchrun, accelerate launch): gloo on CPU. Told
+    to every Accelerate state alike: the first one made decides for the process."""
+    return not torch.cuda.is_available() and process_count() > 1
 
 
 def _micro_batch_size(spec: TrainSpec, num_processes: int) -> int:
@@ -395,7 +402,7 @@ def _save_checkpoint(run: RunDir, accelerator: Accelerator, model, ema, tokenize
     if accelerator.is_main_process:
         with writing(tmp):
             _save_model(accelerator, model, ema, tokenizer, tmp / MODEL)
-            atomic_write_text(tmp / "trainer_state.json", to_json({"step": step}))
+            atomic_write_text(tmp / TRAINER_STATE, to_json({"step": step, "processes": accelerator.num_processes}))
     run.publish(tmp, final)
     run.prune_checkpoints(keep)
     accelerator.wait_for_everyone()
@@ -424,10 +431,12 @@ def _save_model(accelerator: Accelerator, model, ema, tokenizer, folder: Path) -
 # machine's, which move only the last digits). Anything else would make it a different run than
 # the one its spec.yaml, metrics and checkpoints record.
 RESUMABLE_CHANGES = ("optim.max_steps", "logging.", "threads")
+TRAINER_STATE = "trainer_state.json"
 
 
 def check_resume(spec: TrainSpec, run: RunDir) -> None:
-    """Refuse a --resume that would not continue the run in `run` (called before its spec.yaml is rewritten)."""
+    """Refuse a --resume that would not continue the run in `run` (called before its spec.yaml is
+    rewritten). A run stopped before its first checkpoint starts over from step 0."""
     recorded = flatten(spec_to_dict(load_spec("train", spec_file=run.file(SPEC))))
     for key, value in flatten(spec_to_dict(spec)).items():
         if value != recorded.get(key) and not key.startswith(RESUMABLE_CHANGES):
@@ -437,7 +446,17 @@ def check_resume(spec: TrainSpec, run: RunDir) -> None:
             )
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
-        raise InputError(f"--resume {run.path}: no checkpoint to resume from")
+        return
+    # Each process's share of a step's batch and noise, and its RNG state, follow the process count.
+    try:
+        saved = json.loads((checkpoint / TRAINER_STATE).read_text()).get("processes")
+    except (OSError, ValueError, AttributeError):
+        raise InputError(f"--resume {run.path}: {checkpoint / TRAINER_STATE}: cannot be read") from None
+    if saved is not None and saved != process_count():  # None: a checkpoint from before the count was recorded
+        raise InputError(
+            f"--resume {run.path}: {checkpoint.name} was saved by {saved} process(es), not {process_count()}; "
+            "resume with as many, or the run continues on other batches"
+        )
     step = run.step_of(checkpoint)
     if spec.optim.max_steps < step:
         raise InputError(f"optim.max_steps: {spec.optim.max_steps} is below the checkpoint's step {step}; a resumed run cannot go back")
@@ -446,11 +465,16 @@ def check_resume(spec: TrainSpec, run: RunDir) -> None:
 
 
 def _resume(run: RunDir, accelerator: Accelerator) -> int:
+    """The step the run continues from: its latest checkpoint's, loaded; 0 if it stopped before one."""
+    from safetensors import SafetensorError
+
     checkpoint = run.latest_checkpoint()
-    assert checkpoint is not None  # check_resume made sure there is one
+    if checkpoint is None:
+        run.truncate_metrics(last_step=0)
+        return 0
     try:
         accelerator.load_state(str(checkpoint))
-    except (OSError, RuntimeError, KeyError, ValueError) as err:  # truncated, or saved by another model
+    except (OSError, RuntimeError, KeyError, ValueError, SafetensorError) as err:  # truncated, or saved by another model
         raise InputError(f"--resume {run.path}: {checkpoint.name} does not load ({first_line(err)})") from None
     step = run.step_of(checkpoint)
     run.truncate_metrics(last_step=step)

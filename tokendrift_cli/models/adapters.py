@@ -1,7 +1,7 @@
 """Masked diffusion LMs behind one interface, for the probe.
 
 The family facts (mask id, EOS ids, logit shift, chat template) come from the presets
-(tokendrift_cli/presets/probe-*.yaml), not from constants here: our DiT folders, train runs and
+(presets/probe-*.yaml), not from constants here: our DiT folders, train runs and
 released MDLM checkpoints carry their own mask id; any other model is loaded with `transformers`
 and the ids the spec gives.
 """

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from tokendrift_cli.errors import SpecError
-from tokendrift_cli.files import read_user_text
+from tokendrift_cli.files import DuplicateKey, read_user_text, unique_keys
 from tokendrift_cli.spec.base import NonEmpty, Seed, StrictModel, Threads
 from tokendrift_cli.spec.data import DataSpec
 from tokendrift_cli.spec.diffusion import DiffusionSpec
@@ -32,6 +32,9 @@ from tokendrift_cli.spec.optim import OptimSpec
 from tokendrift_cli.spec.probe import ProbeSpec
 from tokendrift_cli.spec.sampling import SamplerSpec, SamplingSpec
 from tokendrift_cli.spec.trap import TrapSpec
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 
 class LoggingSpec(StrictModel):
@@ -150,6 +153,8 @@ class EvalSpec(StrictModel):
 
     @model_validator(mode="after")
     def fits(self, info: ValidationInfo) -> "EvalSpec":
+        if self.samples is not None and not self.models and "val_ppl" in self.evaluation.metrics:
+            raise ValueError("evaluation.metrics: val_ppl scores a model (--model); a samples file has none")
         if self.models or self.samples is None:  # models are sampled (without either: the latest train run)
             _check_sampling(self.sampling, self.evaluation.nfe, "evaluation.nfe", _model_facts(info))
         return self
@@ -174,6 +179,9 @@ class ProbeCommandSpec(StrictModel):
             return self
         if probe.mask_id is not None and probe.mask_id >= model.vocab_size:
             raise ValueError(f"probe.mask_id: {probe.mask_id} is outside the model's vocabulary ({model.vocab_size} ids)")
+        outside = [i for i in probe.eos_ids if i >= model.vocab_size]
+        if outside:
+            raise ValueError(f"probe.eos_ids: {outside[0]} is outside the model's vocabulary ({model.vocab_size} ids)")
         if probe.top_k >= model.vocab_size:  # the mask id is never a prediction
             raise ValueError(f"probe.top_k: {probe.top_k} is above the {model.vocab_size - 1} ids the model can predict")
         return self
@@ -221,15 +229,23 @@ def spec_field(command: str, dotted: str) -> FieldInfo:
 # ---------------------------------------------------------------------------- presets
 
 
+def _presets() -> Traversable:
+    """presets/ at the top of the repository, beside tokendrift_cli/ (a checkout or an editable
+    install); a wheel carries it as tokendrift_cli/presets (pyproject.toml's package-dir)."""
+    package = resources.files("tokendrift_cli")
+    packaged = package / "presets"
+    return packaged if packaged.is_dir() else Path(str(package)).parent / "presets"
+
+
 def preset_names() -> list[str]:
-    return sorted(p.name[: -len(".yaml")] for p in resources.files("tokendrift_cli.presets").iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[: -len(".yaml")] for p in _presets().iterdir() if p.name.endswith(".yaml"))
 
 
 def read_preset(name: str, given_as: str = "--preset") -> tuple[dict, str]:
     """A preset's content and its description (the first comment line of the file); `given_as`
     names where the user typed the name, for the error."""
-    path = resources.files("tokendrift_cli.presets") / f"{name}.yaml"
-    if not path.is_file():
+    path = _presets() / f"{name}.yaml"
+    if name not in preset_names():  # a name, never a path: ../x.yaml is no preset
         raise SpecError([f"{given_as} {name}: no such preset (available: {', '.join(preset_names())})"])
     text = path.read_text()
     first = text.splitlines()[0] if text else ""
@@ -270,9 +286,12 @@ def load_spec(
         if not sep or not key.strip():
             problems.append(f"--set {item}: expected dotted.key=value")
             continue
+        if "" in key.strip().split("."):
+            problems.append(f"--set {item}: the key {key.strip()!r} has an empty part; expected dotted.key=value")
+            continue
         try:
             value = _set_value(COMMAND_SPECS[command], key.strip(), raw)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, DuplicateKey, RecursionError):
             problems.append(f"--set {item}: the value is not valid YAML")
             continue
         _set_dotted(merged, key.strip(), value)
@@ -324,12 +343,38 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """YAML read as a spec means what it says: a key given twice is an error (PyYAML keeps the
+    last), and digits are a decimal number however they start (YAML 1.1 reads 010 as octal 8,
+    where --seed 010 gives 10)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in seen:
+                    raise DuplicateKey(key.value, key.start_mark.line + 1)
+                seen.add(key.value)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        digits = str(self.construct_scalar(node)).replace("_", "")
+        return int(digits, 10) if digits.lstrip("+-").isdigit() else super().construct_yaml_int(node)
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_yaml_int)
+
+
 def _parse_mapping(text: str, source: str, as_json: bool = False) -> dict:
     try:
-        data = json.loads(text) if as_json else yaml.safe_load(text)
+        data = json.loads(text, object_pairs_hook=unique_keys) if as_json else yaml.load(text, Loader=_SpecLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         line = getattr(err, "lineno", None) or getattr(getattr(err, "problem_mark", None), "line", -1) + 1
         raise SpecError([f"{source}: line {line}: not valid {'JSON' if as_json else 'YAML'}"]) from None
+    except DuplicateKey as err:
+        raise SpecError([f"{source}: {err}"]) from None
+    except RecursionError:
+        raise SpecError([f"{source}: nested too deeply to be a spec"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -358,10 +403,10 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 def _set_value(spec: type[StrictModel], dotted: str, raw: str) -> Any:
     """A --set value read as YAML; for a list field whose items are not text, a comma-separated
     value is the list (`--set drift.temperatures=0.1,0.2`, as named options read `--nfe 4,8`)."""
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    value = yaml.load(raw, Loader=_SpecLoader) if raw.strip() else ""
     kind = bare_type(_annotation(spec, dotted))
     if isinstance(value, str) and "," in value and get_origin(kind) in (list, tuple) and bare_type(get_args(kind)[0]) is not str:
-        return [yaml.safe_load(item) for item in value.split(",") if item.strip()]
+        return [yaml.load(item, Loader=_SpecLoader) for item in value.split(",") if item.strip()]
     return value
 
 
