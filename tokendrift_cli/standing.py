@@ -25,6 +25,8 @@ from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.sampling import SamplerSpec
 from tokendrift_cli.ui import UI
 
+# The standing's keys in a row, and their table headers (short enough for 80 columns).
+SHORT_HEADERS = {"exact_gen_ppl": "exact", "model_error": "model err", "factorization_error": "fact. err"}
 EXACT_KEYS = ("gen_ppl", "gen_ppl_se", "acceptance", "acceptance_se", "entropy", "entropy_se")
 
 
@@ -61,3 +63,8 @@ class Standing:
         floor = self.floor(seq_len)
         return {"exact_gen_ppl": exact, "floor_gen_ppl": floor,
                 "model_error": math.log(gen_ppl / exact), "factorization_error": math.log(exact / floor)}
+
+
+def with_short_headers(row: dict) -> dict:
+    """`row` with its standing also under the table headers of SHORT_HEADERS."""
+    return {**row, **{name: row[key] for key, name in SHORT_HEADERS.items() if key in row}}

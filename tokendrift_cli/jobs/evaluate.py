@@ -30,7 +30,7 @@ from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import SPEC, RunDir, latest_train_run, train_run
 from tokendrift_cli.spec import EvalSpec, ModelFacts, check_against_model, flatten, read_spec_file
 from tokendrift_cli.spec.data import DataSpec
-from tokendrift_cli.standing import Standing
+from tokendrift_cli.standing import SHORT_HEADERS, Standing, with_short_headers
 from tokendrift_cli.ui import UI
 
 
@@ -78,8 +78,8 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
             floor = OracleJudge(oracle, evaluation.oracle_epsilon).floor(generation.ids.shape[1], spec.sampling.num_samples, spec.seed + 1)
 
     # Where each row stands (the exact denoiser, the split), under short headers for 80 columns.
-    shown = [{**r, **{name: r[key] for key, name in STANDING_COLUMNS.items() if key in r}} for r in rows]
-    columns = [c for c in ("source", "nfe", "gen_ppl", *STANDING_COLUMNS.values(), *METRIC_COLUMNS[1:]) if any(c in r for r in shown)]
+    shown = [with_short_headers(r) for r in rows]
+    columns = [c for c in ("source", "nfe", "gen_ppl", *SHORT_HEADERS.values(), *METRIC_COLUMNS[1:]) if any(c in r for r in shown)]
     ui.table("tokendrift eval · ± one standard error over samples", shown, columns)
     over_seeds = seed_groups(rows)
     if over_seeds:
@@ -96,8 +96,6 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
 
 # The quality columns of a row; each but val_ppl carries <name>_se, and a seed group's <name>_sd.
 METRIC_COLUMNS = ("gen_ppl", "entropy", "acceptance", "ngram_jsd", "val_ppl")
-# Where a row stands on the synthetic language (standing.py), and its table header.
-STANDING_COLUMNS = {"exact_gen_ppl": "exact", "model_error": "model err", "factorization_error": "fact. err"}
 # What may differ between the train runs of one seed group besides the seed: how they logged,
 # reported, and how many threads computed them (which moves only the last digits).
 NOT_THE_RUN = ("seed", "threads", "logging.", "quality.")

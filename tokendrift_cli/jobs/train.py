@@ -34,6 +34,7 @@ from tokendrift_cli.runs import MODEL, RESULTS, SPEC, Run, RunDir, atomic_write_
 from tokendrift_cli.spec import LoggingSpec, ModelFacts, QualitySpec, TrainSpec, check_against_model, flatten, load_spec, spec_to_dict
 from tokendrift_cli.spec.model import BUILTIN
 from tokendrift_cli.spec.optim import OptimSpec
+from tokendrift_cli.standing import with_short_headers
 from tokendrift_cli.ui import UI
 
 # The builtin starting checkpoint's pretraining (diffusion loss, batch 64): about two minutes of
@@ -170,12 +171,12 @@ def run(spec: TrainSpec, run: RunDir, ui: UI, *, published: Path | None = None, 
     if quality:
         result["quality"] = quality
         labels = {"before": "before", "after": "after", "exact": f"exact {result['backbone']} denoiser", "floor": "the language (floor)"}
-        columns = ["", "gen_ppl", "acceptance", "entropy", "val_ppl", "model_error", "factorization_error"]
-        ui.table(f"quality at NFE {quality['nfe']} · judge {quality['judge']} · {spec.quality.num_samples} samples · ± SE", [
-            {"": label, **quality[name]} for name, label in labels.items() if quality.get(name)
-        ], [c for c in columns if c == "" or any(c in (quality.get(n) or {}) for n in labels)])
+        shown = [{"": label, **with_short_headers(quality[name])} for name, label in labels.items() if quality.get(name)]
+        columns = ["", "gen_ppl", "acceptance", "entropy", "val_ppl", "model err", "fact. err"]
+        ui.table(f"quality at NFE {quality['nfe']} · judge {quality['judge']} · {spec.quality.num_samples} samples · ± SE",
+                 shown, [c for c in columns if any(c in row for row in shown)])
         if "exact" in quality:
-            ui.console.print("model_error = ln(gen_ppl / exact denoiser's), factorization_error = ln(exact / floor), nats per token; "
+            ui.console.print("model err = ln(gen_ppl / exact denoiser's), fact. err = ln(exact / floor), nats per token; "
                              "the exact denoiser is the best a likelihood-trained model reaches with this sampler and NFE")
     return result
 
