@@ -143,28 +143,22 @@ def _execute(
         out = resume
     run: RunDir | None = None
     try:
-        if out is None and process_count() > 1:
-            raise InputError("--out: required when several processes train (each would pick its own timestamped folder)")
-        resolved = load_spec(command, preset=preset, spec_file=spec, options=options, overrides=set_)
-        job = _job_module(command)
-        with RunDir(out or default_run_path(command), resume=resume is not None) as run:
-            if resume is not None:  # before spec.yaml is rewritten: a refused resume leaves the run as it was
-                job.check_resume(resolved, run)
-            run.write_yaml(SPEC, spec_to_dict(resolved))
-            if resolved.threads:
-                torch.set_num_threads(resolved.threads)
-            result = job.run(resolved, run, ui)
-            result = {"run_dir": str(run.path), **result}
-            run.write_json(RESULTS, result)
-            if run.is_main:
-                ui.note(_outputs(run.path))
-    except SpecError as err:
-        for problem in err.problems:
-            ui.error(problem)
-        raise typer.Exit(2)
-    except InputError as err:
-        ui.error(str(err))
-        raise typer.Exit(2)
+        with _bad_input_exits(ui):
+            if out is None and process_count() > 1:
+                raise InputError("--out: required when several processes train (each would pick its own timestamped folder)")
+            resolved = load_spec(command, preset=preset, spec_file=spec, options=options, overrides=set_)
+            job = _job_module(command)
+            with RunDir(out or default_run_path(command), resume=resume is not None) as run:
+                if resume is not None:  # before spec.yaml is rewritten: a refused resume leaves the run as it was
+                    job.check_resume(resolved, run)
+                run.write_yaml(SPEC, spec_to_dict(resolved))
+                if resolved.threads:
+                    torch.set_num_threads(resolved.threads)
+                result = job.run(resolved, run, ui)
+                result = {"run_dir": str(run.path), **result}
+                run.write_json(RESULTS, result)
+                if run.is_main:
+                    ui.note(_outputs(run.path))
     except JobError as err:
         ui.error(str(err))
         raise typer.Exit(1)
