@@ -97,22 +97,27 @@ def markdown(result: dict) -> str:
     lines.append("")
     for backbone, exact in result["exact"].items():
         lines.append(f"- exact {backbone}: " + ", ".join(f"NFE {n} {exact[str(n)]:.2f}" for n in nfes))
-    for backbone, pick in result["choice"].items():
-        lines.append(f"- {backbone} init: {pick}")
+    for backbone, choice in result["choice"].items():
+        lines.append(f"- {backbone} init: {describe(choice)}")
     return "\n".join(lines) + "\n"
 
 
-def choose(rows: list[dict], exact: dict) -> str:
-    """The cheapest (size, steps) within TARGET of the exact NFE-4 Gen.-PPL, else the best there is."""
+def choose(rows: list[dict], exact: dict) -> dict:
+    """The cheapest (size, steps) within TARGET of the exact NFE-4 Gen.-PPL, else the best there is:
+    {size, steps, gen_ppl_4, exact_4, close}."""
     def cost(row: dict) -> float:
         return row["steps"] * (6 if row["size"] == "mini" else 1)  # mini costs ~6x tiny per step
 
     close = [r for r in rows if r["gen_ppl"]["4"] <= TARGET * exact["4"]]
-    if close:
-        best = min(close, key=cost)
-        return f"{best['size']} at {best['steps']} steps: NFE-4 {best['gen_ppl']['4']:.1f} ≤ {TARGET} × exact {exact['4']:.1f}"
-    best = min(rows, key=lambda r: r["gen_ppl"]["4"])
-    return f"none within {TARGET}x the exact; the best is {best['size']} at {best['steps']} steps: NFE-4 {best['gen_ppl']['4']:.1f} (exact {exact['4']:.1f})"
+    best = min(close, key=cost) if close else min(rows, key=lambda r: r["gen_ppl"]["4"])
+    return {"size": best["size"], "steps": best["steps"], "gen_ppl_4": best["gen_ppl"]["4"], "exact_4": exact["4"], "close": bool(close)}
+
+
+def describe(choice: dict) -> str:
+    found = f"{choice['size']} at {choice['steps']} steps: NFE-4 {choice['gen_ppl_4']:.1f}"
+    if choice["close"]:
+        return f"{found} ≤ {TARGET} × exact {choice['exact_4']:.1f} (the cheapest within)"
+    return f"none within {TARGET}x the exact {choice['exact_4']:.1f}; the best is {found}"
 
 
 def main() -> None:

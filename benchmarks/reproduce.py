@@ -70,10 +70,13 @@ class Study:
 
     def pretrain(self, backbone: str) -> Path:
         out = self.work / f"{backbone}-init"
-        # From scratch, so at a from-scratch rate (train's defaults are for continual training).
+        # From scratch, so at a from-scratch rate (train's defaults are for continual training);
+        # a plan may give each backbone its own recipe (--init-study).
+        recipe = {**self.plan, **self.plan.get("init_recipes", {}).get(backbone, {})}
         tokendrift("train", *self.common(backbone, 0), "--objective", "diffusion", "--init", "none",
-                   "--max-steps", str(self.plan["pretrain_steps"]), "--lr", str(self.plan["pretrain_lr"]),
-                   "--set", f"optim.warmup_steps={self.plan['pretrain_warmup']}", out=out)
+                   "--max-steps", str(recipe["pretrain_steps"]), "--lr", str(recipe["pretrain_lr"]),
+                   "--set", f"optim.warmup_steps={recipe['pretrain_warmup']}",
+                   "--set", f"model.size={recipe.get('pretrain_size', 'tiny')}", out=out)
         return out
 
     def continue_(self, backbone: str, arm: str, lr: float, seed: int, steps: int, name: str) -> Path:
@@ -264,6 +267,23 @@ def plots(result: dict, out: Path, suffix: str) -> None:
     plt.close(fig)
 
 
+def init_recipes(study_file: Path) -> dict:
+    """Per backbone, the pretraining recipe of the init benchmarks/init_study.py chose."""
+    from init_study import choose
+
+    if not study_file.is_file():
+        sys.exit(f"--init-study: {study_file} not found; run benchmarks/init_study.py first")
+    study = json.loads(study_file.read_text())
+    recipes = {}
+    for backbone, exact in study["exact"].items():
+        rows = [r for r in study["rows"] if r["backbone"] == backbone]
+        if rows:
+            choice = choose(rows, exact)
+            recipes[backbone] = {"pretrain_steps": choice["steps"], "pretrain_size": choice["size"],
+                                 "pretrain_lr": study["plan"]["lr"], "pretrain_warmup": study["plan"]["warmup"]}
+    return recipes
+
+
 def publish(result: dict, out: Path, suffix: str) -> None:
     """reproduce.json, reproduce.md and the plots, from the per-seed rows so far."""
     result.update(rows=summarise(result["per_seed"]), reductions=reductions(result["per_seed"]))
@@ -279,18 +299,24 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="where the runs go (default: <out>/runs-<mode>)")
     parser.add_argument("--backbones", default="mdlm,duo")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for the TokenDrift arm")
+    parser.add_argument("--init-study", action="store_true",
+                        help="pretrain each backbone's init with the recipe benchmarks/init_study.py chose (closest to the "
+                        "exact denoiser); results go to reproduce-converged.*")
     parser.add_argument("--exact-only", action="store_true",
                         help="add the exact denoiser's rows (and model error) to the study in <out>, running nothing else")
     args = parser.parse_args()
-    mode = "quick" if args.quick else "full"
-    plan = PLANS[mode]
+    mode = "quick" if args.quick else "converged" if args.init_study else "full"
+    plan = PLANS["quick" if args.quick else "full"]
+    if args.init_study:
+        plan = {**plan, "init_recipes": init_recipes(args.out / ("init_study-quick.json" if args.quick else "init_study.json"))}
     args.out.mkdir(parents=True, exist_ok=True)
     study = Study(plan, args.work or args.out / f"runs-{mode}", [a for item in args.extra for a in ("--set", item)])
-    suffix = "" if mode == "full" else "-quick"
+    suffix = "" if mode == "full" else f"-{mode}"
     started = time.perf_counter()
     result = {"rows": [], "per_seed": [], "reductions": [], "floor": {}, "dynamics": [], "sweep": [], "lr": {},
               "plan": {**plan, "mode": mode, "tokendrift_overrides": args.extra},
-              "command": "python benchmarks/reproduce.py" + (" --quick" if args.quick else "") + "".join(f" --set {e}" for e in args.extra)}
+              "command": "python benchmarks/reproduce.py" + (" --quick" if args.quick else "") + (" --init-study" if args.init_study else "")
+              + "".join(f" --set {e}" for e in args.extra)}
     from tokendrift_cli.data.synthetic import SyntheticLanguage
 
     floor_exact = math.exp(SyntheticLanguage().entropy(plan["seq_len"]))

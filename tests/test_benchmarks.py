@@ -265,3 +265,32 @@ def test_mechanism_entropy_derivative_equals_finite_difference():
     h = 1e-5
     finite = (entropy(h) - entropy(-h)) / (2 * h)
     torch.testing.assert_close(entropy_rate_of_change(logits.log_softmax(-1), g), finite, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_init_study_quick_and_the_recipe_reproduce_takes_from_it(tmp_path):
+    """init_study.py --quick: each budget's checkpoint judged beside the exact denoiser, model error
+    = ln(model / exact); reproduce.py --init-study pretrains with the recipe of the chosen row."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "init_study.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = json.loads((tmp_path / "init_study-quick.json").read_text())
+    assert {(r["backbone"], r["steps"]) for r in study["rows"]} == {(b, s) for b in ("duo", "mdlm") for s in (4, 8)}
+    assert study["entropy"] == pytest.approx(SyntheticLanguage().entropy(16), rel=1e-12)
+    for row in study["rows"]:
+        assert row["val_nelbo"] is not None and set(row["gen_ppl"]) == {"4", "8"}
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from init_study import choose
+    from reproduce import init_recipes
+
+    recipes = init_recipes(tmp_path / "init_study-quick.json")
+    for backbone, exact in study["exact"].items():
+        rows = [r for r in study["rows"] if r["backbone"] == backbone]
+        best = min(rows, key=lambda r: r["gen_ppl"]["4"])  # nothing is within 1.25x the exact after 8 steps
+        assert choose(rows, exact) == {"size": "tiny", "steps": best["steps"], "gen_ppl_4": best["gen_ppl"]["4"],
+                                       "exact_4": exact["4"], "close": False}
+        assert recipes[backbone] == {"pretrain_steps": best["steps"], "pretrain_size": "tiny", "pretrain_lr": 1e-3, "pretrain_warmup": 2}
+    # A second run finds every stage done and runs nothing again.
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "init_study.py"), "--quick", "--out", str(tmp_path)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "$ tokendrift" not in again.stdout
