@@ -14,6 +14,7 @@ study's Tables 1-2 are rerun from; where none is, the table says so and the best
 
     python benchmarks/init_study.py                       # both backbones, tiny then mini
     python benchmarks/init_study.py --backbones duo --sizes tiny
+    python benchmarks/init_study.py --backbones duo & python benchmarks/init_study.py --backbones mdlm   # one per core
     python benchmarks/init_study.py --quick               # a minute, for smoke tests
 
 Each stage is a `tokendrift` command; a stopped study continues where it stopped when run again
@@ -141,6 +142,13 @@ def main() -> None:
     started = time.perf_counter()
 
     def write(stage: str) -> None:
+        # One process per backbone may share the report: keep what the others wrote since.
+        if report.is_file():
+            theirs = json.loads(report.read_text())
+            mine = {(r["backbone"], r["size"], r["steps"]) for r in result["rows"]}
+            result["rows"] += [r for r in theirs["rows"] if (r["backbone"], r["size"], r["steps"]) not in mine]
+            result["exact"] = {**theirs["exact"], **result["exact"]}
+        result["rows"].sort(key=lambda r: (r["backbone"], list(plan["budgets"]).index(r["size"]), r["steps"]))
         for backbone, exact in result["exact"].items():
             mine = [r for r in result["rows"] if r["backbone"] == backbone]
             if mine:
