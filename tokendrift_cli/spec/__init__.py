@@ -131,7 +131,9 @@ class SampleSpec(StrictModel):
     command: Literal["sample"] = Field("sample", description=COMMAND_HELP)
     seed: Seed = 0
     threads: Threads = 1
-    model: Optional[NonEmpty] = Field(None, description="model folder, hub name, or train run dir; default: the latest train run")
+    model: Optional[NonEmpty] = Field(
+        None, description="model folder, hub name, or train run dir, or exact:mdlm / exact:duo (the synthetic language's exact denoiser); default: the latest train run"
+    )
     weights: Weights = "ema"
     sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="how sequences are generated")
 
@@ -146,7 +148,9 @@ class EvalSpec(StrictModel):
     seed: Seed = 0
     threads: Threads = 1
     samples: Optional[NonEmpty] = Field(None, description="samples.jsonl to judge (one {'text': ...} per line)")
-    models: list[NonEmpty] = Field(default_factory=list, description="models or run dirs to sample and judge")
+    models: list[NonEmpty] = Field(
+        default_factory=list, description="models or run dirs to sample and judge; exact:mdlm / exact:duo: the synthetic language's exact denoiser"
+    )
     weights: Weights = "ema"
     sampling: SamplerSpec = Field(default_factory=SamplerSpec, description="how models are sampled at each NFE of evaluation.nfe")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="the judge, the metrics and the NFE sweep")

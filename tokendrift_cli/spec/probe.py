@@ -9,7 +9,7 @@ from tokendrift_cli.spec.model import Weights
 
 
 class ProbeSpec(StrictModel):
-    model: Optional[NonEmpty] = Field(None, description="masked diffusion LM: hub name, local folder or train run dir; default: the latest train run")
+    model: Optional[NonEmpty] = Field(None, description="masked diffusion LM: hub name, local folder or train run dir, or exact:mdlm (the synthetic language's exact posterior); default: the latest train run")
     weights: Weights = "ema"
     prompts: Optional[NonEmpty] = Field(None, description="JSONL file, one {'prompt': ..., 'id'?: ...} per line")
     prompt: Optional[NonEmpty] = Field(None, description="a single prompt text (instead of a file)")
