@@ -104,7 +104,7 @@ class ExactDenoiser(nn.Module):
         return probs
 
 
-def load_exact(reference: str, seq_len: int | None, p_eos: float | None = None) -> tuple[ExactDenoiser, Any]:
+def load_exact(reference: str, seq_len: int | None) -> tuple[ExactDenoiser, Any]:
     """`exact:mdlm` / `exact:duo` as (denoiser, tokenizer), on the default synthetic language."""
     from tokendrift_cli.errors import InputError
     from tokendrift_cli.spec.data import DataSpec
@@ -113,5 +113,5 @@ def load_exact(reference: str, seq_len: int | None, p_eos: float | None = None) 
     if backbone not in BACKBONES:
         raise InputError(f"model: {reference}: the exact denoiser is exact:mdlm or exact:duo")
     data = DataSpec()
-    language = SyntheticLanguage(p_eos=p_eos if p_eos is not None else data.p_eos)
+    language = SyntheticLanguage(p_eos=data.p_eos)
     return ExactDenoiser(language, backbone, seq_len or data.seq_len), language.tokenizer()
