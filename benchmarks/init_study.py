@@ -147,7 +147,7 @@ def main() -> None:
             theirs = json.loads(report.read_text())
             mine = {(r["backbone"], r["size"], r["steps"]) for r in result["rows"]}
             result["rows"] += [r for r in theirs["rows"] if (r["backbone"], r["size"], r["steps"]) not in mine]
-            result["exact"] = {**theirs["exact"], **result["exact"]}
+            result["exact"] = {**theirs["exact"], **{b: result["exact"][b] for b in backbones if b in result["exact"]}}
         result["rows"].sort(key=lambda r: (r["backbone"], list(plan["budgets"]).index(r["size"]), r["steps"]))
         for backbone, exact in result["exact"].items():
             mine = [r for r in result["rows"] if r["backbone"] == backbone]

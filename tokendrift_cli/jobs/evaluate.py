@@ -221,7 +221,7 @@ def _val_ppl(reference: str, model, process, language: SyntheticLanguage | None,
         data_spec, seed = DataSpec(seq_len=model.config.max_position_embeddings), spec.seed
     data, _ = load_data(data_spec, seed=seed)
     valid = data["validation"].with_format("torch")[: spec.evaluation.valid_sequences]["input_ids"]
-    device = next(model.parameters()).device
+    device = model.device
     generator = torch.Generator(device=device).manual_seed(spec.seed)
     total, count = 0.0, 0
     for batch in valid.split(spec.sampling.batch_size):

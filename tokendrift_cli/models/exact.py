@@ -6,8 +6,13 @@ forward–backward over the automaton in float64:
 
 - MDLM: masking is independent of the words, so each masked position's posterior is the
   language's conditional marginal given the unmasked tokens. It does not depend on t.
-- DUO: uniform noise is an independent per-position channel, so the posterior given the whole
-  noisy sequence reads each token x_t through P(x_t | w) = alpha·[x_t = w] + (1 - alpha)/K.
+- DUO: uniform noise is an independent per-position channel, P(x_t | w) = alpha·[x_t = w] +
+  (1 - alpha)/K. DUO's mean parameterisation plugs the prediction x_theta into the formula of
+  q(x_s | x_t, x0), whose normaliser already weighs each candidate word by the position's own
+  token; so the prediction that makes its NELBO tight, and its ancestral step the exact reverse
+  marginal q(x_s^i | x_t), is the posterior of position i given the *other* noisy tokens,
+  P(w_i | x_t^-i). (Fed the posterior given the whole x_t, including x_t^i, the sampler counts
+  the own token twice; its NELBO is then not the entropy: tests/test_exact_denoiser.py.)
 
 Parallel decoding can leave an MDLM context the language cannot produce ("she play ..."), where
 the exact posterior is undefined. Such a sequence is read through the oracle judge's noisy
@@ -85,7 +90,7 @@ class ExactDenoiser(nn.Module):
             if sigma is None:
                 raise ValueError("the exact DUO denoiser needs the noise level sigma")
             keep = torch.exp(-sigma.cpu().double()).expand(ids.shape[0])
-            probs, _ = self.language.posterior(self.language.channel_likelihood(ids, keep), present)
+            probs, _ = self.language.posterior(self.language.channel_likelihood(ids, keep), present, own=False)
             probs = probs[..., : self.config.vocab_size]
         return MaskedLMOutput(logits=probs.log().to(input_ids.device))
 

@@ -86,10 +86,13 @@ class ExactStatistics(Automaton):
         is_data[self.num_data_tokens:] = 0  # [MASK] is never shown by the channel
         return keep * seen + (1 - keep) * is_data / self.num_data_tokens
 
-    def posterior(self, likelihood: torch.Tensor, present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def posterior(
+        self, likelihood: torch.Tensor, present: torch.Tensor | None = None, own: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """P(word at t = v | evidence) [..., L, V] and log P(evidence) [...], for evidence that bears
         on each position alone given the words: likelihood[..., t, v] = P(what is seen at t | word v)
         (a masked position: all ones; an observed one: one-hot; a noisy one: `channel_likelihood`).
+        own=False leaves each position's own evidence out: P(word at t = v | what is seen elsewhere).
 
         Forward–backward over the automaton in float64, rescaled at every step. Positions where
         `present` is False (left padding) are skipped: no word, no step of the automaton; their
@@ -122,7 +125,9 @@ class ExactStatistics(Automaton):
             beta[:, t], _ = rescaled(torch.bmm(step_matrix(t), beta[:, t + 1].unsqueeze(2)).squeeze(2))
 
         # P(x_t = v, evidence) ∝ Σ_s,u alpha_t(s) transition[s, v, u] beta_t+1(u) · likelihood[t, v].
-        joint = torch.einsum("bls,svu,blu->blv", alpha[:, :-1], self.transition, beta[:, 1:]) * lik
+        joint = torch.einsum("bls,svu,blu->blv", alpha[:, :-1], self.transition, beta[:, 1:])
+        if own:
+            joint = joint * lik
         joint = joint * here.unsqueeze(-1)
         total = joint.sum(-1, keepdim=True)
         probs = joint / torch.where(total > 0, total, 1.0)
