@@ -90,10 +90,12 @@ class Study:
         )
         return out
 
-    def judge(self, models: list[Path], nfes: list[int], seed: int, out: Path) -> dict:
+    def judge(self, models: list[Path | str], nfes: list[int], seed: int, out: Path) -> dict:
+        # At the plan's length: the exact denoiser has none of its own (a trained model's is the plan's).
         return tokendrift(
             "eval", *[a for m in models for a in ("--model", str(m))], "--nfe", ",".join(map(str, nfes)),
-            "--genppl-model", "oracle", "--num-samples", str(self.plan["num_samples"]), "--seed", str(seed), out=out,
+            "--genppl-model", "oracle", "--num-samples", str(self.plan["num_samples"]), "--seed", str(seed),
+            "--set", f"sampling.seq_len={self.plan['seq_len']}", out=out,
         )
 
     def sweep(self, backbone: str) -> tuple[list[dict], float]:
@@ -324,7 +326,8 @@ def main() -> None:
     if args.exact_only:  # the committed study, re-read against the exact denoiser
         result = json.loads((args.out / f"reproduce{suffix}.json").read_text())
         result["plan"] = {**plan, **result["plan"]}  # a study run before a plan key existed ran at its value then
-        result["per_seed"] = [r for r in result["per_seed"] if r["arm"] != "exact"]
+        # The exact rows are judged anew, so every arm's model error is measured against them again.
+        result["per_seed"] = [{k: v for k, v in r.items() if k != "model_error"} for r in result["per_seed"] if r["arm"] != "exact"]
         for backbone in backbones:
             result["per_seed"] += study.exact_runs(backbone)
         result.update(floor_exact=floor_exact, per_seed=with_model_error(result["per_seed"]),
