@@ -1,0 +1,146 @@
+"""optim.compile: compiled training logs an eager run's losses, saves the same checkpoints, resumes
+across the two, and stays eager with one line where the machine cannot compile.
+
+How close compiled and eager losses must be, from float32 arithmetic. A compiled kernel computes
+the same float32 operations as eager, fused or in another order; a sum of n terms taken in two
+orders differs by at most 2·γ_n·Σ|terms|, γ_n = n·u/(1 − n·u), u = 2⁻²⁴ (the rounding of float32).
+Along the network a relative error is carried forward with a gain of about 1 (residual stream,
+layer norms) and each reduction adds its γ_n: per block of the tiny model the qkv, output and
+first MLP products (n = 128 each), attention scores (n = 32, the head size) and values (n = 16,
+the tests' sequence length) and the second MLP product (n = 512); four blocks and the output
+layer (n = 128) give 2·(4·(3·128 + 32 + 16 + 512) + 128)·u ≈ 7.8e3·u ≈ 4.6e-4 of the logits,
+and the loss, a mean of log-softmax terms that move at most twice as far as their logits,
+about 1e-3 of its size. Later steps add as much again from the weights' rounding (AdamW at
+lr ≤ 3e-5 moves them by 3e-5 a step: a relative change of the gradient moves its update by
+no more), so RTOL = 1e-3 per step covers the three steps compared only with the margin of the
+worst-case sum; the runs differ by far less (typically 1e-7).
+"""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from tokendrift_cli.models.compiling import compile_modules, unavailable, wanted
+
+RTOL_PER_STEP = 1e-3
+SHORT = [
+    "--init", "none", "--quiet", "--set", "quality.num_samples=0",
+    "--set", "data.num_train=256", "--set", "data.num_valid=32", "--set", "data.seq_len=16",
+    "--set", "optim.batch_size=8", "--set", "optim.warmup_steps=2", "--set", "logging.log_every=1",
+    "--set", "logging.eval_every=0", "--set", "logging.valid_sequences=16",
+]
+LOSSES = ("loss", "diffusion_loss", "drift_loss", "val_nelbo")
+# Where torch.compile cannot run (no C++ compiler) the fallback test covers what happens instead.
+compiles = pytest.mark.skipif(unavailable(torch.device("cpu")) is not None, reason=f"{unavailable(torch.device('cpu'))}")
+
+
+def _metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _keys(path) -> list[str]:
+    with safe_open(str(path), "pt") as weights:
+        return sorted(weights.keys())
+
+
+def _assert_same_losses(eager: list[dict], compiled: list[dict]) -> None:
+    assert [r["step"] for r in eager] == [r["step"] for r in compiled]
+    for row, other in zip(eager, compiled):
+        for key in (k for k in LOSSES if k in row):
+            assert other[key] == pytest.approx(row[key], rel=RTOL_PER_STEP * row["step"]), (row["step"], key)
+
+
+@compiles
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["mdlm", "duo"])
+@pytest.mark.parametrize("objective", ["diffusion", "tokendrift"])
+def test_compiled_training_logs_the_eager_losses_and_saves_the_same_weights(cli, tmp_path, backbone, objective):
+    runs = {}
+    for setting in ("false", "true"):
+        out = tmp_path / setting
+        args = ["train", "--backbone", backbone, "--objective", objective, "--max-steps", "3", "--out", str(out), *SHORT]
+        code, _, stderr = cli(*args, "--set", f"optim.compile={setting}")
+        assert code == 0, stderr
+        assert "running eager" not in stderr  # this machine compiles: the second run did
+        runs[setting] = out
+    eager, compiled = _metrics(runs["false"]), _metrics(runs["true"])
+    assert len({r["loss"] for r in eager}) == 3  # the losses move, so matching them says something
+    _assert_same_losses(eager, compiled)
+    for path in ("model/model.safetensors", "checkpoints/checkpoint-3/model.safetensors"):
+        assert _keys(runs["true"] / path) == _keys(runs["false"] / path)
+
+
+@compiles
+@pytest.mark.slow
+def test_a_run_resumes_compiled_from_an_eager_checkpoint_and_back(cli, tmp_path):
+    """Eager to step 2, compiled to 4, eager to 6: the losses of one eager run of 6 steps."""
+    common = ["train", "--objective", "tokendrift", "--backbone", "mdlm", *SHORT, "--set", "logging.save_every=2"]
+    reference, switched = tmp_path / "reference", tmp_path / "switched"
+    assert cli(*common, "--max-steps", "6", "--out", str(reference))[0] == 0
+    assert cli(*common, "--max-steps", "2", "--out", str(switched), "--set", "optim.compile=false")[0] == 0
+    for steps, setting in (("4", "true"), ("6", "false")):
+        code, _, stderr = cli("train", "--resume", str(switched), "--max-steps", steps, "--quiet", "--set", f"optim.compile={setting}")
+        assert code == 0, stderr
+    assert json.loads((switched / "results.json").read_text())["resumed_from"] == 4
+    _assert_same_losses(_metrics(reference), _metrics(switched))
+
+
+@compiles
+@pytest.mark.slow
+def test_compiled_dropout_draws_what_eager_draws():
+    """With dropout on (the small size's 0.1), a compiled forward in training mode gives the eager
+    forward's logits from the same seed: inductor uses torch's random kernels, not its own."""
+    from tokendrift_cli.models.dit import DiTConfig, DiTModel
+
+    torch.manual_seed(0)
+    model = DiTModel(DiTConfig.from_size("tiny", vocab_size=11, mask_token_id=10, max_position_embeddings=8, dropout=0.1, num_hidden_layers=1))
+    for parameter in model.parameters():  # the zero-initialised modulations would gate dropout's output away
+        torch.nn.init.normal_(parameter, std=0.2)
+    ids = torch.randint(0, 10, (4, 8), generator=torch.Generator().manual_seed(1))
+    logits = {}
+    for setting in (False, True):
+        compile_modules([model], setting, torch.device("cpu"), "optim.compile")
+        torch.manual_seed(2)
+        logits[setting] = model(input_ids=ids).logits
+    with torch.no_grad():
+        model.eval()
+        torch.manual_seed(2)
+        assert not torch.allclose(model(input_ids=ids).logits, logits[False])  # dropout did act
+    # One block, the output layer: 2·(3·128 + 8 + 8 + 512 + 128)·u ≈ 2e3·u of the logits' size.
+    assert torch.allclose(logits[True], logits[False], rtol=0, atol=2e3 * 2**-24 * float(logits[False].abs().max()))
+
+
+def test_without_a_cpp_compiler_training_runs_eager_and_says_why(cli, tmp_path, monkeypatch):
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, "no-such-c++-compiler"))
+    out = tmp_path / "run"
+    loud = [arg for arg in SHORT if arg != "--quiet"]
+    code, stdout, stderr = cli("train", "--objective", "diffusion", "--max-steps", "1", "--out", str(out), *loud, "--set", "optim.compile=on")
+    assert code == 0, stderr
+    lines = [line for line in stdout.splitlines() if "optim.compile" in line]
+    assert len(lines) == 1 and "optim.compile: running eager: no C++ compiler for the CPU backend" in lines[0], stdout
+    assert len(_metrics(out)) == 1
+
+
+def test_auto_compiles_on_cuda_only_and_asks_nothing_of_an_eager_run(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (wanted("auto", cpu), wanted("auto", cuda), wanted(True, cpu), wanted(False, cuda)) == (False, True, True, False)
+    module = torch.nn.Linear(2, 2)
+    monkeypatch.setattr("tokendrift_cli.models.compiling.unavailable", lambda device: pytest.fail("checked an eager run's compiler"))
+    assert compile_modules([module], "auto", cpu, "optim.compile") is None
+    assert module._compiled_call_impl is None  # what nn.Module's in-place compile sets
+
+
+@pytest.mark.parametrize("value, parsed", [("on", True), ("off", False), ("true", True), ("auto", "auto")])
+def test_optim_compile_reads_yaml_switches(value, parsed):
+    from tokendrift_cli.spec import load_spec
+
+    assert load_spec("train", overrides=[f"optim.compile={value}"]).optim.compile == parsed
+
+
+def test_an_unknown_compile_setting_is_one_line(cli):
+    code, _, stderr = cli("train", "--set", "optim.compile=fast")
+    assert code == 2 and stderr.count("optim.compile") == 1, stderr
