@@ -144,3 +144,22 @@ def test_optim_compile_reads_yaml_switches(value, parsed):
 def test_an_unknown_compile_setting_is_one_line(cli):
     code, _, stderr = cli("train", "--set", "optim.compile=fast")
     assert code == 2 and stderr.count("optim.compile") == 1, stderr
+
+
+@compiles
+@pytest.mark.slow
+def test_sample_compiles_the_denoiser_on_request(cli, tmp_path, trained_run):
+    """sampling.compile: the compiled denoiser's logits are the eager one's within float32 rounding
+    (the forward's bound of the module docstring, 4.6e-4 of the logits' size), and `sample` runs with it."""
+    from tokendrift_cli.generation import load_for_sampling
+
+    notes: list[str] = []
+    (eager, _, process), (compiled, _, _) = (load_for_sampling(str(trained_run), compiled=c, note=notes.append) for c in (False, True))
+    ids = torch.randint(0, compiled.config.vocab_size, (8, 16), generator=torch.Generator().manual_seed(0))
+    sigma = torch.full((8,), 0.5)
+    with torch.no_grad():
+        expected, got = eager(input_ids=ids, sigma=sigma).logits, compiled(input_ids=ids, sigma=sigma).logits
+    assert not notes and torch.allclose(got, expected, rtol=0, atol=4.6e-4 * float(expected.abs().max()))
+    code, stdout, stderr = cli("sample", "--model", str(trained_run), "--nfe", "4", "--num-samples", "8", "--out", str(tmp_path / "s"),
+                               "--json", "--set", "sampling.compile=true")
+    assert code == 0 and json.loads(stdout)["num_samples"] == 8, stderr
