@@ -17,6 +17,9 @@ worst-case sum; the runs differ by far less (typically 1e-7).
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -85,6 +88,25 @@ def test_a_run_resumes_compiled_from_an_eager_checkpoint_and_back(cli, tmp_path)
         assert code == 0, stderr
     assert json.loads((switched / "results.json").read_text())["resumed_from"] == 4
     _assert_same_losses(_metrics(reference), _metrics(switched))
+
+
+@compiles
+@pytest.mark.slow
+def test_two_processes_train_compiled_as_they_train_eager(tmp_path):
+    """torchrun with two CPU processes (DDP over gloo): compiled after prepare, each process's
+    denoiser and encoder, with the drift features gathered across both, log the eager losses."""
+    runs = {}
+    for setting in ("false", "true"):
+        runs[setting] = tmp_path / setting
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tokendrift_cli",
+             "train", "--objective", "tokendrift", "--max-steps", "2", "--out", str(runs[setting]), *SHORT, "--set", f"optim.compile={setting}"],
+            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    eager, compiled = _metrics(runs["false"]), _metrics(runs["true"])
+    assert all(r["drift_batch"] == 8 for r in compiled)  # 4 sequences a process, gathered
+    _assert_same_losses(eager, compiled)
 
 
 @compiles
