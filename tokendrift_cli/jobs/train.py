@@ -431,8 +431,8 @@ def _save_model(accelerator: Accelerator, model, ema, tokenizer, folder: Path) -
 
 
 # What a resumed run may change: how far it goes, how it logs and saves, its CPU threads and
-# whether it compiles (a machine's choices, which move only the last digits). Anything else would make it a different run than
-# the one its spec.yaml, metrics and checkpoints record.
+# whether it compiles (a machine's choices, which move only the last digits). Anything else
+# would make it a different run than the one its spec.yaml, metrics and checkpoints record.
 RESUMABLE_CHANGES = ("optim.max_steps", "logging.", "threads", "optim.compile")
 
 
