@@ -134,13 +134,13 @@ def test_compiled_dropout_draws_what_eager_draws():
     assert torch.allclose(logits[True], logits[False], rtol=0, atol=2e3 * 2**-24 * float(logits[False].abs().max()))
 
 
-def test_without_a_cpp_compiler_training_runs_eager_and_says_why(cli, tmp_path, monkeypatch):
+def test_without_a_cpp_compiler_training_runs_eager_and_says_why(cli, tmp_path):
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, "no-such-c++-compiler"))
     out = tmp_path / "run"
     loud = [arg for arg in SHORT if arg != "--quiet"]
-    code, stdout, stderr = cli("train", "--objective", "diffusion", "--max-steps", "1", "--out", str(out), *loud, "--set", "optim.compile=on")
+    with torch._inductor.config.patch({"cpp.cxx": (None, "no-such-c++-compiler")}):  # where inductor looks for one
+        code, stdout, stderr = cli("train", "--objective", "diffusion", "--max-steps", "1", "--out", str(out), *loud, "--set", "optim.compile=on")
     assert code == 0, stderr
     lines = [line for line in stdout.splitlines() if "optim.compile" in line]
     assert len(lines) == 1 and "optim.compile: running eager: no C++ compiler for the CPU backend" in lines[0], stdout
