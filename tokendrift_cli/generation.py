@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from tokendrift_cli.diffusion import make_process
+from tokendrift_cli.models.compiling import compile_modules
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.exact import is_exact, load_exact
 from tokendrift_cli.models.loading import default_device, load_denoiser, load_tokenizer_for
@@ -25,14 +27,19 @@ class Generation:
     seconds: float
 
 
-def load_for_sampling(reference: str, weights: str = "ema", seq_len: int | None = None):
+def load_for_sampling(reference: str, weights: str = "ema", seq_len: int | None = None, compiled: bool = False,
+                      note: Callable[[str], None] = print):
     """The denoiser, its tokenizer and its diffusion process (with the training run's settings if
-    known). `exact:mdlm` / `exact:duo` is the synthetic language's exact denoiser, at `seq_len`."""
+    known). `exact:mdlm` / `exact:duo` is the synthetic language's exact denoiser, at `seq_len`.
+    `compiled`: a trained denoiser is compiled (`note` says why not where it cannot be)."""
     if is_exact(reference):
         model, tokenizer = load_exact(reference, seq_len)
         diffusion = DiffusionSpec()
     else:
         model = load_denoiser(reference, weights=weights).to(default_device()).eval()  # type: ignore[arg-type]  # transformers wraps Module.to with functools.wraps, whose hints take self first
+        why_not = compile_modules([model], compiled, model.device, "sampling.compile")
+        if why_not:
+            note(why_not)
         tokenizer = load_tokenizer_for(reference)
         run = train_run(reference)  # a train run samples with the process it was trained with
         diffusion = run.recorded("diffusion", DiffusionSpec) if run else DiffusionSpec()

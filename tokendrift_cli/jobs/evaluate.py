@@ -50,7 +50,7 @@ def run(spec: EvalSpec, run: RunDir, ui: UI) -> dict:
     standing: Standing | None = None
     references = spec.models or ([] if spec.samples else [latest_train_run(note=ui.note)])
     for index, reference in enumerate(references):
-        model, tokenizer, process = load_for_sampling(reference, spec.weights, spec.sampling.seq_len)
+        model, tokenizer, process = load_for_sampling(reference, spec.weights, spec.sampling.seq_len, spec.sampling.compile, ui.note)
         check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
         language = _language_for_model(reference, tokenizer)
         # The oracle judges this model's samples: the language it was trained on, or None.

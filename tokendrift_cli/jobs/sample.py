@@ -13,7 +13,7 @@ from tokendrift_cli.ui import UI
 
 def run(spec: SampleSpec, run: RunDir, ui: UI) -> dict:
     reference = spec.model or latest_train_run(note=ui.note)
-    model, tokenizer, process = load_for_sampling(reference, spec.weights, spec.sampling.seq_len)
+    model, tokenizer, process = load_for_sampling(reference, spec.weights, spec.sampling.seq_len, spec.sampling.compile, ui.note)
     check_against_model(spec, ModelFacts(model.config.max_position_embeddings, model.config.vocab_size))
     generation = generate(model, process, spec.sampling, spec.sampling.nfe, spec.seed, ui)
     texts = tokenizer.batch_decode(generation.ids.tolist())

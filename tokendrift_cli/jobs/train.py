@@ -27,6 +27,7 @@ from tokendrift_cli.data.synthetic import default_cache_dir
 from tokendrift_cli.diffusion import make_process
 from tokendrift_cli.drift import TokenDrift, build_encoder, diffusion_objective
 from tokendrift_cli.errors import InputError, first_line
+from tokendrift_cli.models.compiling import adamw, compile_modules
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.ema import EMA
 from tokendrift_cli.models.loading import build_denoiser, load_denoiser
@@ -80,12 +81,13 @@ def run(spec: TrainSpec, run: RunDir, ui: UI, *, published: Path | None = None, 
 
     objective = _objective(spec, model, accelerator)  # before prepare: the frozen encoder copies the bare model
 
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
+    optimizer = adamw(
+        [p for p in model.parameters() if p.requires_grad], accelerator.device,
         lr=spec.optim.lr, betas=spec.optim.betas, weight_decay=spec.optim.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(spec))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    _compile(spec, model, objective, accelerator, ui)  # after prepare: in place, inside Accelerate's wrappers
     ema = EMA(accelerator.unwrap_model(model), spec.optim.ema) if spec.optim.ema > 0 else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
@@ -191,6 +193,14 @@ def _objective(spec: TrainSpec, model, accelerator: Accelerator):
     encoder = build_encoder(spec.drift, model).to(accelerator.device)
     gather = accelerator.gather if accelerator.num_processes > 1 else None
     return TokenDrift(spec.drift, encoder, gather, accelerator.process_index, accelerator.device, nfe=spec.nfe)
+
+
+def _compile(spec: TrainSpec, model, objective, accelerator: Accelerator, ui: UI) -> None:
+    """torch.compile the denoiser and TokenDrift's frozen encoder, as optim.compile says."""
+    networks = [accelerator.unwrap_model(model)] + ([objective.encoder] if isinstance(objective, TokenDrift) else [])
+    note = compile_modules(networks, spec.optim.compile, accelerator.device, "optim.compile")
+    if note:
+        ui.note(note)
 
 
 @torch.no_grad()
@@ -306,11 +316,11 @@ def builtin_checkpoint(spec: TrainSpec, ui: UI) -> str:
     recipe = TrainSpec(  # the run's nfe is not the build's: a diffusion run without a quality report never samples
         objective="diffusion", seed=0, data=spec.data,
         model=spec.model.model_copy(update={"init": None, "backbone": backbone}),
-        optim=OptimSpec(max_steps=BUILTIN_STEPS, lr=BUILTIN_LR, warmup_steps=50, batch_size=64),
+        optim=OptimSpec(max_steps=BUILTIN_STEPS, lr=BUILTIN_LR, warmup_steps=50, batch_size=64, compile=spec.optim.compile),
         logging=LoggingSpec(eval_every=0, save_every=500, log_every=100), quality=QualitySpec(num_samples=0),
     )
-    recipe = recipe.model_copy(update={"threads": spec.threads})  # how it is computed, not what: outside the key
-    recipe_json = json.dumps(recipe.model_dump(mode="json", exclude={"data": {"cache_dir"}, "threads": True}), sort_keys=True)
+    recipe = recipe.model_copy(update={"threads": spec.threads})  # how it is computed, not what: outside the key (as compile)
+    recipe_json = json.dumps(recipe.model_dump(mode="json", exclude={"data": {"cache_dir"}, "threads": True, "optim": {"compile"}}), sort_keys=True)
     key = hashlib.sha256(recipe_json.encode()).hexdigest()[:12]
     folder = Path(spec.data.cache_dir or default_cache_dir()) / "pretrained" / f"{backbone}-{spec.model.size}-{key}"
     if not Run(folder).file(RESULTS).is_file():  # the folder gets its name only when the build is done
@@ -428,10 +438,10 @@ def _save_model(accelerator: Accelerator, model, ema, tokenizer, folder: Path) -
     tokenizer.save_pretrained(folder)
 
 
-# What a resumed run may change: how far it goes, how it logs and saves, and its CPU threads (a
-# machine's, which move only the last digits). Anything else would make it a different run than
-# the one its spec.yaml, metrics and checkpoints record.
-RESUMABLE_CHANGES = ("optim.max_steps", "logging.", "threads")
+# What a resumed run may change: how far it goes, how it logs and saves, its CPU threads and
+# whether it compiles (a machine's choices, which move only the last digits). Anything else
+# would make it a different run than the one its spec.yaml, metrics and checkpoints record.
+RESUMABLE_CHANGES = ("optim.max_steps", "logging.", "threads", "optim.compile")
 TRAINER_STATE = "trainer_state.json"
 
 
@@ -443,7 +453,7 @@ def check_resume(spec: TrainSpec, run: RunDir) -> None:
         if value != recorded.get(key) and not key.startswith(RESUMABLE_CHANGES):
             raise InputError(
                 f"{key}: {value!r} differs from the run's {recorded.get(key)!r} ({run.file(SPEC)}); "
-                "a resumed run may change only optim.max_steps, logging.* and threads"
+                "a resumed run may change only optim.max_steps, logging.*, threads and optim.compile"
             )
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:

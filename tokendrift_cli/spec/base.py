@@ -1,8 +1,8 @@
 """The base of every run-spec model: strict, so a typo in a spec is an error, not a silent default."""
 
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class StrictModel(BaseModel):
@@ -39,3 +39,14 @@ Seed = Annotated[int, Field(ge=0, lt=2**32, description="random seed of the run,
 # free cores run several times slower (README, "Threads"), and a thread count changes the last
 # digits of every sum, so runs compare bit for bit only at one count.
 Threads = Annotated[int, Field(ge=0, description="CPU threads for torch (0: torch's default, one per core); 1 by default, see README")]
+
+
+def _switch_or_auto(value: Any) -> Any:
+    if not (isinstance(value, bool) or value == "auto"):
+        raise ValueError("expected true, false or auto")  # one line, not one per member of the union
+    return value
+
+
+# torch.compile of a job's networks: true, false, or auto (what the benchmark found faster on the
+# device; models/compiling.py). A bare YAML on/off/yes/no is a boolean, so each spelling works.
+Compile = Annotated[Union[bool, Literal["auto"]], BeforeValidator(_switch_or_auto)]

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from tokendrift_cli.spec.base import StrictModel
+from tokendrift_cli.spec.base import Compile, StrictModel
 
 # AdamW's moment decays, in the range torch checks only once the job has started.
 Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -22,6 +22,10 @@ class OptimSpec(StrictModel):
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of the weights; 0 disables EMA")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="Accelerate's mixed precision for the forward and backward passes")
+    compile: Compile = Field(
+        "auto", description="torch.compile the denoiser and the frozen drift encoder: true, false, or auto (on with CUDA, "
+        "off on CPU, where the default run does not win back the compile time; docs/results.md)",
+    )
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ class SamplerSpec(StrictModel):
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the denoiser's prediction")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus mass kept of the denoiser's prediction")
     cache: bool = Field(True, description="MDLM without time conditioning: reuse the last prediction when no token changed (the call is skipped, not counted)")
+    compile: bool = Field(False, description="torch.compile the denoiser: pays only for long sampling jobs, so off by default (docs/results.md)")
 
 
 class SamplingSpec(SamplerSpec):
