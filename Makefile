@@ -19,7 +19,7 @@ demo: install
 	$(BIN)/tokendrift train
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The numerically sensitive tests again on PyTorch's other CPU kernels, AVX2 and plain C++ (an
 # AVX-512 machine has run the third in `make test`), on one thread: a tolerance that one
