@@ -327,9 +327,8 @@ def main() -> None:
         result = json.loads((args.out / f"reproduce{suffix}.json").read_text())
         result["plan"] = {**plan, **result["plan"]}  # a study run before a plan key existed ran at its value then
         # The exact rows are judged anew, so every arm's model error is measured against them again.
-        result["per_seed"] = [{k: v for k, v in r.items() if k != "model_error"} for r in result["per_seed"] if r["arm"] != "exact"]
-        for backbone in backbones:
-            result["per_seed"] += study.exact_runs(backbone)
+        arms = [{k: v for k, v in r.items() if k != "model_error"} for r in result["per_seed"] if r["arm"] != "exact"]
+        result["per_seed"] = [row for backbone in backbones for row in study.exact_runs(backbone)] + arms  # a full run's order
         result.update(floor_exact=floor_exact, per_seed=with_model_error(result["per_seed"]),
                       exact_command="python benchmarks/reproduce.py --exact-only" + (" --quick" if args.quick else ""))
         publish(result, args.out, suffix)
