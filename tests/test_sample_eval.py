@@ -190,7 +190,10 @@ def test_val_ppl_scores_the_runs_own_held_out_blocks(tmp_path):
 
     spec = EvalSpec(seed=0, models=[str(run)], evaluation={"metrics": ["val_ppl"], "valid_sequences": 1000})
     process = Recorder()
-    assert _val_ppl(str(run), torch.nn.Linear(1, 1), process, None, spec) == pytest.approx(math.e)
+    class Model(torch.nn.Linear):  # a loaded denoiser's contract here: where it runs (PreTrainedModel.device)
+        device = torch.device("cpu")
+
+    assert _val_ppl(str(run), Model(1, 1), process, None, spec) == pytest.approx(math.e)
     split, _ = load_data(DataSpec(**data), seed=7)
     train = {tuple(row) for row in split["train"]["input_ids"]}
     assert process.scored == [tuple(row) for row in split["validation"]["input_ids"]]
