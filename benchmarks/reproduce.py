@@ -12,6 +12,7 @@ For each backbone (MDLM, DUO):
 
     python benchmarks/reproduce.py            # full run: about 1.5 hours on an idle 2-core CPU, one thread per command
     python benchmarks/reproduce.py --quick    # a few minutes, for smoke tests
+    python benchmarks/reproduce.py --backbones duo & python benchmarks/reproduce.py --backbones mdlm   # one per core
 
 Every step is a `tokendrift` command, printed as it runs. A step whose output folder holds a
 `results.json` is not run again, so an interrupted run continues where it stopped; after each
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 from tokendrift_cli.metrics.uncertainty import mean_sd
+from tokendrift_cli.runs import atomic_write_text
 
 # The NFE sweep stops at the sequence length: a sampler makes at most one call per position.
 PLANS = {
@@ -41,6 +43,7 @@ PLANS = {
                   batch_size=8, seq_len=16, lrs=[1e-3], seeds=[0, 1], nfes=[4, 8, 16]),
 }
 DYNAMICS_NFES = [4, 16]
+BACKBONES = ["mdlm", "duo"]
 ARMS = ["exact", "init", "baseline", "tokendrift"]  # exact: the language's exact denoiser with the same sampler
 OBJECTIVE = {"baseline": "diffusion", "tokendrift": "tokendrift"}
 
@@ -73,6 +76,17 @@ class Study:
         # From scratch, so at a from-scratch rate (train's defaults are for continual training);
         # a plan may give each backbone its own recipe (--init-study).
         recipe = {**self.plan, **self.plan.get("init_recipes", {}).get(backbone, {})}
+        measured = Path(recipe["checkpoint"]) if "checkpoint" in recipe else None
+        if measured is not None and (measured / "config.json").is_file():
+            # The init study's own checkpoint, the very model it measured, rather than a retrained twin.
+            if not (out / "copied_from.txt").is_file():
+                copying = out.with_name(out.name + ".tmp")
+                shutil.rmtree(copying, ignore_errors=True)
+                shutil.copytree(measured, copying / "model")
+                (copying / "copied_from.txt").write_text(f"{measured}\n")
+                shutil.rmtree(out, ignore_errors=True)
+                copying.rename(out)
+            return out
         tokendrift("train", *self.common(backbone, 0), "--objective", "diffusion", "--init", "none",
                    "--max-steps", str(recipe["pretrain_steps"]), "--lr", str(recipe["pretrain_lr"]),
                    "--set", f"optim.warmup_steps={recipe['pretrain_warmup']}",
@@ -269,8 +283,9 @@ def plots(result: dict, out: Path, suffix: str) -> None:
     plt.close(fig)
 
 
-def init_recipes(study_file: Path) -> dict:
-    """Per backbone, the pretraining recipe of the init benchmarks/init_study.py chose."""
+def init_recipes(study_file: Path, study_work: Path) -> dict:
+    """Per backbone, the pretraining recipe of the init benchmarks/init_study.py chose, and where
+    that study kept the checkpoint (`study_work`; reused when it is still there)."""
     from init_study import choose
 
     if not study_file.is_file():
@@ -282,15 +297,26 @@ def init_recipes(study_file: Path) -> dict:
         if rows:
             choice = choose(rows, exact)
             recipes[backbone] = {"pretrain_steps": choice["steps"], "pretrain_size": choice["size"],
-                                 "pretrain_lr": study["plan"]["lr"], "pretrain_warmup": study["plan"]["warmup"]}
+                                 "pretrain_lr": study["plan"]["lr"], "pretrain_warmup": study["plan"]["warmup"],
+                                 "checkpoint": str(study_work / f"{backbone}-{choice['size']}" / "checkpoints"
+                                                   / f"checkpoint-{choice['steps']}" / "model")}
     return recipes
 
 
-def publish(result: dict, out: Path, suffix: str) -> None:
-    """reproduce.json, reproduce.md and the plots, from the per-seed rows so far."""
+def publish(result: dict, out: Path, suffix: str, backbones: list[str]) -> None:
+    """reproduce.json, reproduce.md and the plots, from the per-seed rows so far. Another process
+    may be running the other backbones into the same files (one per core): their rows are kept."""
+    report = out / f"reproduce{suffix}.json"
+    if report.is_file():
+        theirs = json.loads(report.read_text())
+        for key in ("per_seed", "dynamics", "sweep"):
+            result[key] = [r for r in result[key] if r["backbone"] in backbones] + [r for r in theirs[key] if r["backbone"] not in backbones]
+        for key in ("lr", "floor"):
+            result[key] = {**{b: v for b, v in theirs[key].items() if b not in backbones}, **result[key]}
+    result["per_seed"].sort(key=lambda r: (BACKBONES.index(r["backbone"]), ARMS.index(r["arm"])))  # stable: seeds stay in order
     result.update(rows=summarise(result["per_seed"]), reductions=reductions(result["per_seed"]))
-    (out / f"reproduce{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"reproduce{suffix}.md").write_text(markdown(result))
+    atomic_write_text(report, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / f"reproduce{suffix}.md", markdown(result))
     plots(result, out, suffix)
 
 
@@ -310,7 +336,9 @@ def main() -> None:
     mode = "quick" if args.quick else "converged" if args.init_study else "full"
     plan = PLANS["quick" if args.quick else "full"]
     if args.init_study:
-        plan = {**plan, "init_recipes": init_recipes(args.out / ("init_study-quick.json" if args.quick else "init_study.json"))}
+        study_mode = "quick" if args.quick else "full"
+        plan = {**plan, "init_recipes": init_recipes(args.out / ("init_study-quick.json" if args.quick else "init_study.json"),
+                                                      args.out / f"init-study-{study_mode}")}
     args.out.mkdir(parents=True, exist_ok=True)
     study = Study(plan, args.work or args.out / f"runs-{mode}", [a for item in args.extra for a in ("--set", item)])
     suffix = "" if mode == "full" else f"-{mode}"
@@ -331,14 +359,14 @@ def main() -> None:
         result["per_seed"] = [row for backbone in backbones for row in study.exact_runs(backbone)] + arms  # a full run's order
         result.update(floor_exact=floor_exact, per_seed=with_model_error(result["per_seed"]),
                       exact_command="python benchmarks/reproduce.py --exact-only" + (" --quick" if args.quick else ""))
-        publish(result, args.out, suffix)
+        publish(result, args.out, suffix, backbones)
         print(markdown(result))
         return
     result["floor_exact"] = floor_exact
 
     def write(stage: str) -> None:
         result.update(stage=stage, seconds=time.perf_counter() - started)
-        publish(result, args.out, suffix)
+        publish(result, args.out, suffix, backbones)
         print(f"[{result['seconds']:.0f} s] {stage}", flush=True)
 
     for backbone in backbones:
