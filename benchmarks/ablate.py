@@ -8,6 +8,7 @@ so the rows of one seed differ only by the setting.
 
     python benchmarks/reproduce.py && python benchmarks/ablate.py
     python benchmarks/reproduce.py --quick && python benchmarks/ablate.py --quick
+    python benchmarks/reproduce.py --init-study && python benchmarks/ablate.py --plan converged
 
 Writes <out>/ablate[-quick].json and .md (mean ± standard deviation over seeds); every step is a
 printed `tokendrift` command, and a step that finished before is not run again.
@@ -75,9 +76,15 @@ PAPER = {
 PAPER_NFES = (4, 8, 16)
 
 PLANS = {  # "inits": which reproduce.py run's checkpoints are continued
-    "full": dict(steps=500, num_samples=256, nfes="4,8,16", settings=list(SETTINGS), seeds=[0, 1, 2], inits="full"),
-    "quick": dict(steps=4, num_samples=16, nfes="4", settings=["baseline", "mirror KL + base"], seeds=[0], inits="quick"),
+    "full": dict(steps=500, num_samples=256, nfes="4,8,16", settings=list(SETTINGS), seeds=[0, 1, 2], inits="full", paper_tables=True),
+    # From the inits closest to the exact denoiser (reproduce.py --init-study): the micro-step structure beside the defaults
+    "converged": dict(steps=500, num_samples=256, nfes="4,8,16,32", settings=["baseline", "defaults", "paper micro-steps"], seeds=[0, 1, 2],
+                      inits="converged", paper_tables=False),
+    "quick": dict(steps=4, num_samples=16, nfes="4", settings=["baseline", "mirror KL + base"], seeds=[0], inits="quick", paper_tables=True),
 }
+
+
+REPRODUCE_FLAG = {"full": "", "converged": " --init-study", "quick": " --quick"}
 
 
 def run_folder(work: Path, backbone: str, name: str, seed: int) -> Path:
@@ -92,7 +99,7 @@ def ablate(backbone: str, name: str, overrides: list[str] | None, init: Path, lr
     out = run_folder(work, backbone, name, seed)
     objective = ["--objective", "diffusion"] if overrides is None else ["--objective", "tokendrift"]
     sets = [a for item in overrides or [] for a in ("--set", item)]
-    pretrain = PRETRAIN_PLANS[plan["inits"]]
+    pretrain = PRETRAIN_PLANS["quick" if plan["inits"] == "quick" else "full"]
     tokendrift(  # continued as reproduce.py continues it: same data, batch and schedule
         "train", "--backbone", backbone, "--init", str(init), "--seed", str(seed), "--batch-size", str(pretrain["batch_size"]),
         "--set", f"data.seq_len={pretrain['seq_len']}", *objective, *sets, "--max-steps", str(plan["steps"]), "--lr", str(lr),
@@ -173,11 +180,12 @@ def main() -> None:
     parser.add_argument("--inits", type=Path, default=None, help="reproduce.py's run folder (default: <out>/runs-<full|quick>)")
     parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N", help="run every N-th run from the I-th (one process per core)")
     parser.add_argument("--report", action="store_true", help="only rebuild the tables from the runs finished so far (e.g. while shards run)")
+    parser.add_argument("--backbones", default="mdlm,duo", help="run only these backbones' settings (the tables keep every finished run)")
     args = parser.parse_args()
     plan = PLANS[args.plan]
     inits = args.inits or args.out / f"runs-{plan['inits']}"
     # The learning rate reproduce.py chose on the baseline arm, the same for every setting.
-    chosen = json.loads((args.out / f"reproduce{'' if plan['inits'] == 'full' else '-quick'}.json").read_text())["lr"]
+    chosen = json.loads((args.out / f"reproduce{'' if plan['inits'] == 'full' else '-' + plan['inits']}.json").read_text())["lr"]
     work = args.out / f"ablate-{args.plan}"
     suffix = "" if args.plan == "full" else f"-{args.plan}"
     started = time.perf_counter()
@@ -186,10 +194,11 @@ def main() -> None:
     # per core) share the work and the tables (the next run skips every step that finished).
     jobs = [(seed, name, backbone) for seed in plan["seeds"] for name in plan["settings"] for backbone in SETTINGS[name][0].split(",")]
     index, count = args.shard
-    for seed, name, backbone in [] if args.report else jobs[index::count]:
+    mine = [job for job in jobs if job[2] in args.backbones.split(",")]
+    for seed, name, backbone in [] if args.report else mine[index::count]:
         init = inits / f"{backbone}-init"
         if not (init / "model").is_dir():
-            raise SystemExit(f"{init}: no starting checkpoint; run benchmarks/reproduce.py{' --quick' if plan['inits'] == 'quick' else ''} first")
+            raise SystemExit(f"{init}: no starting checkpoint; run benchmarks/reproduce.py{REPRODUCE_FLAG[plan['inits']]} first")
         ablate(backbone, name, SETTINGS[name][1], init, chosen[backbone], plan, work, seed)
         report(jobs, work, plan, args, suffix, started)
     if args.report:
@@ -220,7 +229,7 @@ def write(rows: list[dict], plan: dict, args: argparse.Namespace, suffix: str, s
     }
     atomic_write_text(args.out / f"ablate{suffix}.json", json.dumps(result, indent=2) + "\n")
     table = markdown(rows, [int(n) for n in plan["nfes"].split(",")])
-    atomic_write_text(args.out / f"ablate{suffix}.md", table + "\n" + against_paper(rows))
+    atomic_write_text(args.out / f"ablate{suffix}.md", table + ("\n" + against_paper(rows) if plan["paper_tables"] else ""))
     print(f"[{result['seconds']:.0f} s] {stage}", flush=True)
 
 

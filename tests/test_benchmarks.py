@@ -248,6 +248,28 @@ def test_train_judge_and_judge_gap_quick(tmp_path, cli):
     assert json.loads((tmp_path / "judge_gap-quick.json").read_text())["rows"] == result["rows"]
 
 
+def test_reproduce_processes_of_each_backbone_share_the_report(tmp_path):
+    """`reproduce.py --backbones duo & reproduce.py --backbones mdlm`: each write keeps the other's rows."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from reproduce import publish
+
+    def result(backbone: str, gen_ppl: float) -> dict:
+        rows = [{"backbone": backbone, "arm": arm, "seed": seed, "nfe": 4, "gen_ppl": gen_ppl * (1 + seed), "entropy": 2.0,
+                 "acceptance": 0.5, "ngram_jsd": 0.1, "model_error": 0.0} for arm in ("baseline", "exact") for seed in (0, 1)]
+        return {"per_seed": rows, "dynamics": [], "sweep": [], "lr": {backbone: 1e-4}, "floor": {},
+                "plan": {"nfes": [4]}, "floor_exact": None}
+
+    publish(result("duo", 10.0), tmp_path, "-t", ["duo"])
+    publish(result("mdlm", 20.0), tmp_path, "-t", ["mdlm"])
+    publish(result("duo", 30.0), tmp_path, "-t", ["duo"])  # duo's next stage replaces duo's rows, keeps mdlm's
+    shared = json.loads((tmp_path / "reproduce-t.json").read_text())
+    assert shared["lr"] == {"mdlm": 1e-4, "duo": 1e-4}
+    assert [(r["backbone"], r["arm"], r["seed"]) for r in shared["per_seed"]] == [
+        (b, a, s) for b in ("mdlm", "duo") for a in ("exact", "baseline") for s in (0, 1)]
+    means = {(r["backbone"], r["arm"]): r["gen_ppl"] for r in shared["rows"]}
+    assert means == {("mdlm", "exact"): 30.0, ("mdlm", "baseline"): 30.0, ("duo", "exact"): 45.0, ("duo", "baseline"): 45.0}
+
+
 def test_ablate_shards_are_read_as_index_of_count():
     import argparse
 
@@ -296,13 +318,22 @@ def test_init_study_quick_and_the_recipe_reproduce_takes_from_it(tmp_path):
     from init_study import choose
     from reproduce import init_recipes
 
-    recipes = init_recipes(tmp_path / "init_study-quick.json")
+    from reproduce import PLANS, Study
+
+    recipes = init_recipes(tmp_path / "init_study-quick.json", tmp_path / "init-study-quick")
     for backbone, exact in study["exact"].items():
         rows = [r for r in study["rows"] if r["backbone"] == backbone]
         best = min(rows, key=lambda r: r["gen_ppl"]["4"])  # nothing is within 1.25x the exact after 8 steps
         assert choose(rows, exact) == {"size": "tiny", "steps": best["steps"], "gen_ppl_4": best["gen_ppl"]["4"],
                                        "exact_4": exact["4"], "close": False}
-        assert recipes[backbone] == {"pretrain_steps": best["steps"], "pretrain_size": "tiny", "pretrain_lr": 1e-3, "pretrain_warmup": 2}
+        checkpoint = tmp_path / "init-study-quick" / f"{backbone}-tiny" / "checkpoints" / f"checkpoint-{best['steps']}" / "model"
+        assert recipes[backbone] == {"pretrain_steps": best["steps"], "pretrain_size": "tiny", "pretrain_lr": 1e-3, "pretrain_warmup": 2,
+                                     "checkpoint": str(checkpoint)}
+        # reproduce.py --init-study continues from that very checkpoint: copied byte for byte, nothing trained
+        init = Study({**PLANS["quick"], "init_recipes": recipes}, tmp_path / "runs-converged", []).pretrain(backbone)
+        assert sorted(f.name for f in (init / "model").iterdir()) == sorted(f.name for f in checkpoint.iterdir())
+        assert all((init / "model" / f.name).read_bytes() == f.read_bytes() for f in checkpoint.iterdir())
+        assert not (init / "spec.yaml").exists()
     # A second run finds every stage done and runs nothing again.
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "init_study.py"), "--quick", "--out", str(tmp_path)],
                            capture_output=True, text=True, timeout=300)
