@@ -316,9 +316,7 @@ def test_init_study_quick_and_the_recipe_reproduce_takes_from_it(tmp_path):
         assert row["val_nelbo"] is not None and set(row["gen_ppl"]) == {"4", "8"}
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from init_study import choose
-    from reproduce import init_recipes
-
-    from reproduce import PLANS, Study
+    from reproduce import PLANS, Study, init_recipes
 
     recipes = init_recipes(tmp_path / "init_study-quick.json", tmp_path / "init-study-quick")
     for backbone, exact in study["exact"].items():

@@ -8,7 +8,7 @@ import torch
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.metrics.genppl import HFJudge
 from tokendrift_cli.metrics.oracle import OracleJudge
-from tokendrift_cli.metrics.text_stats import jensen_shannon, ngram_counts, ngram_jsd, sample_entropy
+from tokendrift_cli.metrics.text_stats import jensen_shannon, ngram_counts, ngram_jsd, sample_entropy, sample_entropy_with_se
 
 WORDS = ["<|endoftext|>", "<unk>", "the", "cat", "dog", "runs", "sleeps", "a", "big", "."]
 
@@ -152,6 +152,8 @@ def test_oracle_gen_ppl_is_the_noisy_channel_likelihood(oracle):
 
 def test_sample_entropy_by_hand():
     assert sample_entropy([[1, 1, 2, 2], [5, 5, 5, 5]]) == pytest.approx((math.log(2) + 0.0) / 2)
+    # entropies ln 2 and 0: mean ln2 / 2, SE = sample SD / sqrt(2) = (ln 2 / sqrt 2) / sqrt 2 = ln 2 / 2
+    assert sample_entropy_with_se([[1, 1, 2, 2], [5, 5, 5, 5]]) == pytest.approx({"entropy": math.log(2) / 2, "entropy_se": math.log(2) / 2})
 
 
 def test_jensen_shannon_bounds_and_a_hand_case():

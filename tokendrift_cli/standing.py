@@ -18,8 +18,7 @@ import math
 from tokendrift_cli.data.synthetic import SyntheticLanguage
 from tokendrift_cli.generation import generate, process_for
 from tokendrift_cli.metrics.oracle import OracleJudge
-from tokendrift_cli.metrics.text_stats import sample_entropies
-from tokendrift_cli.metrics.uncertainty import mean_se
+from tokendrift_cli.metrics.text_stats import sample_entropy_with_se
 from tokendrift_cli.models.exact import ExactDenoiser
 from tokendrift_cli.spec.diffusion import DiffusionSpec
 from tokendrift_cli.spec.sampling import SamplerSpec
@@ -27,7 +26,7 @@ from tokendrift_cli.ui import UI
 
 # The standing's keys in a row, and their table headers (short enough for 80 columns).
 SHORT_HEADERS = {"exact_gen_ppl": "exact", "model_error": "model err", "factorization_error": "fact. err"}
-EXACT_KEYS = ("gen_ppl", "gen_ppl_se", "acceptance", "acceptance_se", "entropy", "entropy_se")
+EXACT_KEYS = ("gen_ppl", "gen_ppl_se", "gen_ppl_accepted", "acceptance", "acceptance_se", "entropy", "entropy_se")
 
 
 class Standing:
@@ -39,15 +38,13 @@ class Standing:
         self._exact: dict[tuple[str, int, int], dict] = {}
 
     def exact(self, backbone: str, nfe: int, seq_len: int) -> dict:
-        """{gen_ppl, acceptance, entropy and their standard errors} of the exact denoiser's samples."""
+        """{gen_ppl, acceptance, entropy and their standard errors} of the exact denoiser's samples (EXACT_KEYS)."""
         key = (backbone, nfe, seq_len)
         if key not in self._exact:
             model = ExactDenoiser(self.language, backbone, seq_len, self.judge.epsilon)
             process = process_for(model, DiffusionSpec())
             ids = generate(model, process, self.sampler.model_copy(update={"seq_len": seq_len}), nfe, self.seed, self.ui).ids
-            scored, entropies = self.judge.score_ids(ids), sample_entropies(ids.tolist())
-            self._exact[key] = {"gen_ppl": scored.gen_ppl, "gen_ppl_se": scored.gen_ppl_se, "acceptance": scored.acceptance,
-                                "acceptance_se": scored.acceptance_se, "entropy": sum(entropies) / len(entropies), "entropy_se": mean_se(entropies)}
+            self._exact[key] = {**self.judge.score_ids(ids).as_row(), **sample_entropy_with_se(ids.tolist())}
         return self._exact[key]
 
     def remember(self, backbone: str, nfe: int, seq_len: int, row: dict) -> None:

@@ -23,8 +23,8 @@ from tokendrift_cli.errors import InputError
 from tokendrift_cli.generation import generate, load_for_sampling, sample_rows
 from tokendrift_cli.metrics.judging import gen_ppl, judge_name
 from tokendrift_cli.metrics.oracle import OracleJudge
-from tokendrift_cli.metrics.text_stats import ngram_jsd, ngram_jsd_se, sample_entropies
-from tokendrift_cli.metrics.uncertainty import mean_sd, mean_se
+from tokendrift_cli.metrics.text_stats import ngram_jsd, ngram_jsd_se, sample_entropy_with_se
+from tokendrift_cli.metrics.uncertainty import mean_sd
 from tokendrift_cli.models.exact import is_exact
 from tokendrift_cli.plots import subplots
 from tokendrift_cli.runs import SPEC, RunDir, latest_train_run, train_run
@@ -167,9 +167,7 @@ def _score(samples: Samples, language: SyntheticLanguage | None, spec: EvalSpec,
         ))
     if "entropy" in evaluation.metrics:
         tokens: list[list[int]] | list[list[str]] = samples.ids or [text.split() for text in samples.texts]
-        entropies = sample_entropies(tokens)
-        result["entropy"] = sum(entropies) / len(entropies)
-        result["entropy_se"] = mean_se(entropies)
+        result.update(sample_entropy_with_se(tokens))
     if "ngram_jsd" in evaluation.metrics:
         reference = _reference_texts(evaluation.reference, language, len(samples.texts), seq_len, spec.seed)
         if reference is not None:

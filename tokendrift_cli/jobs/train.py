@@ -236,8 +236,7 @@ def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, valid_ids, ac
     from tokendrift_cli.data.synthetic import SyntheticLanguage
     from tokendrift_cli.generation import generate
     from tokendrift_cli.metrics.judging import gen_ppl
-    from tokendrift_cli.metrics.text_stats import sample_entropies
-    from tokendrift_cli.metrics.uncertainty import mean_se
+    from tokendrift_cli.metrics.text_stats import sample_entropy_with_se
     from tokendrift_cli.spec.sampling import SamplerSpec
 
     quality: dict = {"nfe": spec.nfe}
@@ -255,11 +254,9 @@ def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, valid_ids, ac
             model = load().to(accelerator.device).eval()
             ids = generate(model, process, sampler, spec.nfe, spec.seed, ui).ids.tolist()
             judged = gen_ppl(tokenizer.batch_decode(ids), ids, language, spec.quality.judge, field="quality.judge", max_length=len(ids[0]))
-            entropies = sample_entropies(ids)
             quality["judge"] = judged["judge"]
             quality[name] = {
-                **{key: judged.get(key) for key in ("gen_ppl", "gen_ppl_se", "acceptance", "acceptance_se")},
-                "entropy": sum(entropies) / len(entropies), "entropy_se": mean_se(entropies),
+                **{key: judged.get(key) for key in ("gen_ppl", "gen_ppl_se", "acceptance", "acceptance_se")}, **sample_entropy_with_se(ids),
                 "val_ppl": math.exp(_val_nelbo(model, process, valid_ids, spec, accelerator.device)),
             }
         if language is not None and quality["judge"] == "oracle":  # where the numbers stand: the exact denoiser and the floor
@@ -272,8 +269,8 @@ def _quality(spec: TrainSpec, model_dir: Path, tokenizer, process, valid_ids, ac
                 if quality[name]:
                     quality[name].update(standing.place(quality[name]["gen_ppl"], backbone, spec.nfe, seq_len))
             exact = standing.exact(backbone, spec.nfe, seq_len)
-            quality["exact"] = {**exact, "factorization_error": standing.place(exact["gen_ppl"], backbone, spec.nfe, seq_len)["factorization_error"]}
             quality["floor"] = {"gen_ppl": standing.floor(seq_len)}
+            quality["exact"] = {**exact, "factorization_error": math.log(exact["gen_ppl"] / quality["floor"]["gen_ppl"])}
     accelerator.wait_for_everyone()
     return quality if accelerator.is_main_process else None
 

@@ -30,8 +30,7 @@ def gen_ppl(
             raise InputError(f"{field}: the oracle judges only the built-in synthetic language")
         judge = OracleJudge(language, oracle_epsilon)
         scored = judge.score_ids(torch.tensor(ids)) if ids else judge.score_texts(texts)
-        return {"judge": name, "gen_ppl": scored.gen_ppl, "gen_ppl_se": scored.gen_ppl_se, "gen_ppl_accepted": scored.gen_ppl_accepted,
-                "acceptance": scored.acceptance, "acceptance_se": scored.acceptance_se}
+        return {"judge": name, **scored.as_row()}
     from tokendrift_cli.metrics.genppl import HFJudge
 
     judged = HFJudge(name, batch_size=batch_size, dtype=dtype).score(texts, max_length=max_length)

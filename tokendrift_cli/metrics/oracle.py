@@ -34,6 +34,11 @@ class OracleResult:
     gen_ppl_se: float | None  # standard errors over samples (metrics/uncertainty.py)
     acceptance_se: float | None
 
+    def as_row(self) -> dict:
+        """The keys a report row takes from the oracle."""
+        return {"gen_ppl": self.gen_ppl, "gen_ppl_se": self.gen_ppl_se, "gen_ppl_accepted": self.gen_ppl_accepted,
+                "acceptance": self.acceptance, "acceptance_se": self.acceptance_se}
+
 
 class OracleJudge:
     name = "oracle"
