@@ -43,6 +43,7 @@ from tokendrift_cli.diffusion.sampling import time_grid
 from tokendrift_cli.generation import generate, load_for_sampling
 from tokendrift_cli.metrics.oracle import OracleJudge
 from tokendrift_cli.metrics.text_stats import sample_entropy_with_se
+from tokendrift_cli.metrics.uncertainty import mean_se
 from tokendrift_cli.models.dit import as_denoiser
 from tokendrift_cli.models.exact import ExactDenoiser
 from tokendrift_cli.runs import atomic_write_text
@@ -125,7 +126,7 @@ def measure(model_ref: str, nfe: int, num_samples: int, batch_size: int, seq_len
     times = time_grid(nfe, torch.device("cpu"))
     arms = {"exact": exact, "model": model,
             "exact on / model off": Hybrid(exact, exact, model), "model on / exact off": Hybrid(exact, model, exact)}
-    samples, steps = [], []
+    samples, steps, nll = [], [], {}
     for arm, denoiser in arms.items():
         recording = Recording(denoiser)
         ids = generate(recording, process, sampler, nfe, seed, UI(quiet=True)).ids
@@ -133,30 +134,38 @@ def measure(model_ref: str, nfe: int, num_samples: int, batch_size: int, seq_len
         rows = [{"arm": arm, "step": step, **compare(exact, model, process, torch.cat(recording.contexts[step::nfe]), times[step], times[step + 1])}
                 for step in range(nfe)]
         steps += rows
+        nll[arm] = -exact.language.noisy_log_prob(ids, judge.epsilon) / seq_len  # per token, each sample
         samples.append({"arm": arm, **judge.score_ids(ids).as_row(), **sample_entropy_with_se(ids.tolist()),
                         **{f"path_kl_{k}": sum(r[f"path_kl_{k}"] for r in rows) for k in ("possible", "impossible")}})
     for row in samples:
-        row["model_error"] = math.log(row["gen_ppl"] / samples[0]["gen_ppl"])
+        # ln(Gen.-PPL / exact's) is the mean per-token NLL difference; sample i of every arm comes from
+        # the same seeded draws, so the differences are paired by sample (a smaller SE than unpaired).
+        difference = nll[row["arm"]] - nll["exact"]
+        row["model_error"], row["model_error_se"] = float(difference.mean()), mean_se(difference.tolist())
     # What training sees: the forward process of the language's own sequences at the sampler's t values.
     x0 = exact.language.sample(num_samples, seq_len, seed)
     generator = torch.Generator().manual_seed(seed)
     forward = [{"arm": "forward process", "step": step,
                 **compare(exact, model, process, process.q_xt(x0, times[step].expand(num_samples), generator), times[step], times[step + 1])}
                for step in range(nfe)]
-    return {"samples": samples, "steps": steps + forward}
+    # MDLM's NELBO − H = ∫ (-α'/(1 - α)) E[Σ_masked KL] / L dt, and E[masked share] = 1 - α: with the
+    # log-linear α, (1 - eps) ∫ (KL per masked position) dt, of which this mean is a Riemann sum.
+    forward_kl = sum(r["kl_possible"] for r in forward) / nfe
+    return {"samples": samples, "steps": steps + forward, "forward_kl_mean": forward_kl}
 
 
 def markdown(result: dict) -> str:
-    def pm(row: dict, key: str, digits: int) -> str:
+    def pm(row: dict, key: str, digits: int, sign: str = "") -> str:
         se = row.get(f"{key}_se")
-        return f"{row[key]:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+        return f"{row[key]:{sign}.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
 
     def kl(row: dict, name: str) -> str:
         return "—" if row[f"kl_{name}"] is None else f"{row[f'kl_{name}']:.3f} ({row[f'masked_{name}']})"
 
     lines = [f"`{result['command']}`", "",
              f"MDLM sampler at NFE {result['nfe']}, {result['num_samples']} samples of length {result['seq_len']}, seed "
-             f"{result['seed']}, judged by the exact oracle (± one standard error over samples). Model error = ln(Gen.-PPL / exact's). "
+             f"{result['seed']}, judged by the exact oracle (± one standard error over samples). Model error = ln(Gen.-PPL / exact's), "
+             "its SE paired by sample (the arms share the seeded draws). "
              "\"exact on / model off\": the exact denoiser where the context is possible, the model where not; "
              "\"model on / exact off\": the reverse. Path KL: Σ over steps and masked positions of (reveal probability × "
              "KL(exact ‖ model)) per token, on each arm's own trajectories (on the exact denoiser's: the KL between the two "
@@ -165,7 +174,7 @@ def markdown(result: dict) -> str:
              "| denoiser | Gen.-PPL | model err | acceptance | entropy | path KL: possible | path KL: impossible |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["samples"]:
-        lines.append(f"| {r['arm']} | {pm(r, 'gen_ppl', 1)} | {r['model_error']:+.3f} | {pm(r, 'acceptance', 3)} | "
+        lines.append(f"| {r['arm']} | {pm(r, 'gen_ppl', 1)} | {pm(r, 'model_error', 3, '+')} | {pm(r, 'acceptance', 3)} | "
                      f"{pm(r, 'entropy', 3)} | {r['path_kl_possible']:.3f} | {r['path_kl_impossible']:.3f} |")
     lines += ["", "Per sampler step: the contexts fed to the denoiser, the share the language cannot produce, and the mean "
               "KL(exact ‖ model) per masked position (masked positions counted in brackets). \"forward process\": the "
@@ -173,6 +182,8 @@ def markdown(result: dict) -> str:
               "| trajectories | step | t | impossible | KL: possible | KL: impossible |", "|---|---:|---:|---:|---:|---:|"]
     for r in result["steps"]:
         lines.append(f"| {r['arm']} | {r['step']} | {r['t']:.3f} | {r['impossible_share']:.3f} | {kl(r, 'possible')} | {kl(r, 'impossible')} |")
+    lines += ["", f"Forward process, KL per masked position averaged over the steps' t: {result['forward_kl_mean']:.3f} nats, a Riemann "
+              "sum of ∫ KL dt, which is the model's NELBO − H (MDLM, log-linear schedule)."]
     return "\n".join(lines) + "\n"
 
 

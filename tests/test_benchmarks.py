@@ -368,6 +368,7 @@ def test_off_support_quick(tmp_path):
     path draws (cached sampling, no recording) judged by the oracle; the language's own noised
     samples are all possible; a context, once impossible, stays so; each hybrid follows its
     on-support part until the first impossible context (step 0's all-[MASK] context is possible)."""
+    from tokendrift_cli.data.synthetic.exact import CHANNEL_EPSILON
     from tokendrift_cli.generation import generate, load_for_sampling
     from tokendrift_cli.metrics.oracle import OracleJudge
     from tokendrift_cli.models.dit import DiTConfig, DiTModel
@@ -384,12 +385,18 @@ def test_off_support_quick(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "off_support-quick.json").read_text())
     samples = {r["arm"]: r for r in result["samples"]}
-    sampler = SamplerSpec(num_samples=16, batch_size=8, seq_len=16)
+    sampler, nll = SamplerSpec(num_samples=16, batch_size=8, seq_len=16), {}
     for arm, reference in (("exact", "exact:mdlm"), ("model", str(folder))):
         denoiser, _, process = load_for_sampling(reference, seq_len=16)
         ids = generate(denoiser, process, sampler, 3, 0, UI(quiet=True)).ids
         assert samples[arm]["gen_ppl"] == pytest.approx(OracleJudge(language).score_ids(ids).gen_ppl, rel=1e-12)
-        assert samples[arm]["model_error"] == pytest.approx(math.log(samples[arm]["gen_ppl"] / samples["exact"]["gen_ppl"]), rel=1e-12, abs=1e-15)
+        nll[arm] = (-language.noisy_log_prob(ids, CHANNEL_EPSILON) / 16).tolist()
+    # Model error and its SE paired by sample, by hand: ln(Gen.-PPL ratio) is the mean NLL difference.
+    differences = [m - e for m, e in zip(nll["model"], nll["exact"])]
+    mean = sum(differences) / 16
+    assert samples["model"]["model_error"] == pytest.approx(math.log(samples["model"]["gen_ppl"] / samples["exact"]["gen_ppl"]), rel=1e-12)
+    assert samples["model"]["model_error_se"] == pytest.approx(math.sqrt(sum((d - mean) ** 2 for d in differences) / 15 / 16), rel=1e-12)
+    assert samples["exact"]["model_error"] == 0 and samples["exact"]["model_error_se"] == 0
     steps: dict[str, list[dict]] = {}
     for row in result["steps"]:
         steps.setdefault(row["arm"], []).append(row)
