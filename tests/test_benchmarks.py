@@ -336,3 +336,75 @@ def test_init_study_quick_and_the_recipe_reproduce_takes_from_it(tmp_path):
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "init_study.py"), "--quick", "--out", str(tmp_path)],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "$ tokendrift" not in again.stdout
+
+
+def test_off_support_hybrid_takes_each_context_from_its_part(tiny):
+    """A hybrid of a model with itself is that model, bit for bit; the exact / model hybrid gives, per
+    sequence, the exact denoiser's logits where the language can produce the context ("she eats M M M")
+    and the model's where it cannot ("she eat M M M": no singular subject takes "eat")."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from off_support import Hybrid
+
+    from tokendrift_cli.models.dit import DiTConfig, DiTModel
+    from tokendrift_cli.models.exact import ExactDenoiser
+
+    torch.manual_seed(0)
+    model = DiTModel(DiTConfig.from_size("tiny", vocab_size=tiny.vocab_size, mask_token_id=tiny.mask_id,
+                                         max_position_embeddings=5, num_hidden_layers=1)).eval()
+    exact = ExactDenoiser(tiny, "mdlm", 5)
+    M = tiny.vocab[tiny.mask_id]
+    ids = torch.tensor([tiny.encode(f"she eats {M} {M} {M}"), tiny.encode(f"she eat {M} {M} {M}")])
+    sigma = torch.zeros(2)
+    with torch.no_grad():
+        mine = model(input_ids=ids, sigma=sigma).logits
+        assert torch.equal(Hybrid(exact, model, model)(ids, sigma).logits, mine)
+        mixed = Hybrid(exact, exact, model)(ids, sigma).logits
+    assert torch.equal(mixed[0], exact(ids).logits[0]) and torch.equal(mixed[1], mine[1].double())
+
+
+@pytest.mark.slow  # ~19 s on the shared CPUs, most of it starting the script
+def test_off_support_quick(tmp_path):
+    """off_support.py --quick on an untrained tiny MDLM: the exact and model rows are the samples eval's
+    path draws (cached sampling, no recording) judged by the oracle; the language's own noised
+    samples are all possible; a context, once impossible, stays so; each hybrid follows its
+    on-support part until the first impossible context (step 0's all-[MASK] context is possible)."""
+    from tokendrift_cli.data.synthetic.exact import CHANNEL_EPSILON
+    from tokendrift_cli.generation import generate, load_for_sampling
+    from tokendrift_cli.metrics.oracle import OracleJudge
+    from tokendrift_cli.models.dit import DiTConfig, DiTModel
+    from tokendrift_cli.spec.sampling import SamplerSpec
+    from tokendrift_cli.ui import UI
+
+    language, folder = SyntheticLanguage(), tmp_path / "model"
+    torch.manual_seed(0)
+    DiTModel(DiTConfig.from_size("tiny", vocab_size=language.vocab_size, mask_token_id=language.mask_id,
+                                 max_position_embeddings=16, num_hidden_layers=1)).save_pretrained(folder)
+    language.tokenizer().save_pretrained(folder)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "off_support.py"), "--quick", "--model", str(folder),
+                           "--nfe", "3", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "off_support-quick.json").read_text())
+    samples = {r["arm"]: r for r in result["samples"]}
+    sampler, nll = SamplerSpec(num_samples=16, batch_size=8, seq_len=16), {}
+    for arm, reference in (("exact", "exact:mdlm"), ("model", str(folder))):
+        denoiser, _, process = load_for_sampling(reference, seq_len=16)
+        ids = generate(denoiser, process, sampler, 3, 0, UI(quiet=True)).ids
+        assert samples[arm]["gen_ppl"] == pytest.approx(OracleJudge(language).score_ids(ids).gen_ppl, rel=1e-12)
+        nll[arm] = (-language.noisy_log_prob(ids, CHANNEL_EPSILON) / 16).tolist()
+    # Model error and its SE paired by sample, by hand: ln(Gen.-PPL ratio) is the mean NLL difference.
+    differences = [m - e for m, e in zip(nll["model"], nll["exact"])]
+    mean = sum(differences) / 16
+    assert samples["model"]["model_error"] == pytest.approx(math.log(samples["model"]["gen_ppl"] / samples["exact"]["gen_ppl"]), rel=1e-12)
+    assert samples["model"]["model_error_se"] == pytest.approx(math.sqrt(sum((d - mean) ** 2 for d in differences) / 15 / 16), rel=1e-12)
+    assert samples["exact"]["model_error"] == 0 and samples["exact"]["model_error_se"] == 0
+    steps: dict[str, list[dict]] = {}
+    for row in result["steps"]:
+        steps.setdefault(row["arm"], []).append(row)
+        assert all(row[k] is None or row[k] >= -1e-9 for k in ("kl_possible", "kl_impossible"))  # a KL, up to float32 rounding
+    assert all(r["impossible_share"] == 0 for r in steps["forward process"])
+    for arm, rows in steps.items():
+        shares = [r["impossible_share"] for r in rows]
+        assert [r["step"] for r in rows] == [0, 1, 2] and shares[0] == 0 and shares == sorted(shares)
+    assert steps["exact on / model off"][1] == {**steps["exact"][1], "arm": "exact on / model off"}
+    assert steps["model on / exact off"][1] == {**steps["model"][1], "arm": "model on / exact off"}
+    assert "| model on / exact off |" in (tmp_path / "off_support-quick.md").read_text()

@@ -194,3 +194,21 @@ def test_the_exact_denoisers_validation_nelbo_is_the_entropy(cli, tmp_path, back
     assert code == 0, stderr
     nelbo = math.log(json.loads(stdout)["rows"][0]["val_ppl"])
     assert abs(nelbo - SyntheticLanguage().entropy(32)) < 0.2
+
+
+def test_possible_contexts_are_those_some_sentence_of_the_language_shows(tiny, everything):
+    """Every MDLM context of length 5 with at most 3 unmasked tokens (18,781 of them) against brute
+    force: a context is possible iff some sequence of positive probability agrees with its unmasked tokens."""
+    import itertools
+
+    model = ExactDenoiser(tiny, "mdlm", LENGTH)
+    words, probs = everything
+    M = tiny.mask_id
+    shown = set()
+    for pattern in itertools.product([False, True], repeat=LENGTH):  # which positions are masked
+        shown.update(map(tuple, torch.where(torch.tensor(pattern), M, words[probs > 0]).tolist()))
+    contexts = torch.tensor(list(itertools.product(range(tiny.num_data_tokens + 1), repeat=LENGTH)))
+    contexts = contexts[(contexts != M).sum(1) <= 3]
+    expected = torch.tensor([tuple(c) in shown for c in contexts.tolist()])
+    assert 0 < expected.sum() < len(contexts)  # both kinds are there
+    assert torch.equal(model.possible(contexts), expected)

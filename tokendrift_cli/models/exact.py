@@ -94,18 +94,30 @@ class ExactDenoiser(nn.Module):
             probs = probs[..., : self.config.vocab_size]
         return MaskedLMOutput(logits=probs.log().to(input_ids.device))
 
-    def _masked_posterior(self, ids: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
-        """Exact marginals of the masked positions; sequences with impossible observed tokens
-        read them through the judge's channel instead."""
+    def possible(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[B] whether the language can produce each MDLM context's unmasked tokens: where the
+        exact posterior is defined (elsewhere the forward reads them through the judge's channel)."""
+        if self.config.backbone != "mdlm":
+            raise ValueError("possible() reads MDLM contexts ([MASK] = unobserved); every DUO context is possible")
+        present = attention_mask.cpu().bool() if attention_mask is not None else None
+        _, log_evidence = self._given_unmasked(input_ids.cpu(), present)
+        return torch.isfinite(log_evidence).to(input_ids.device)
+
+    def _given_unmasked(self, ids: torch.Tensor, present: torch.Tensor | None, keep: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P(x0 | the unmasked tokens) [B, L, V], log P(the unmasked tokens) [B]), each unmasked
+        token read through a channel that keeps its word with probability `keep` (1: as observed)."""
         language = self.language
         masked = (ids == language.mask_id).unsqueeze(-1)
         nothing = torch.ones(language.vocab_size, dtype=torch.float64)
-        seen = language.channel_likelihood(ids, 1.0)
-        probs, log_evidence = language.posterior(torch.where(masked, nothing, seen), present)
+        return language.posterior(torch.where(masked, nothing, language.channel_likelihood(ids, keep)), present)
+
+    def _masked_posterior(self, ids: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+        """Exact marginals of the masked positions; sequences with impossible observed tokens
+        read them through the judge's channel instead."""
+        probs, log_evidence = self._given_unmasked(ids, present)
         impossible = torch.isinf(log_evidence)
         if impossible.any():
-            noisy = torch.where(masked, nothing, language.channel_likelihood(ids, 1 - self.epsilon))[impossible]
-            probs[impossible], _ = language.posterior(noisy, None if present is None else present[impossible])
+            probs[impossible], _ = self._given_unmasked(ids[impossible], None if present is None else present[impossible], 1 - self.epsilon)
         return probs
 
 
