@@ -248,16 +248,16 @@ def _curve(dynamics: list[dict], backbone: str, arm: str, nfe: int) -> list[tupl
 
 
 def plots(result: dict, out: Path, suffix: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    from tokendrift_cli.plots import subplots
 
     rows, dynamics = result["rows"], result["dynamics"]
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
     if not backbones:
         return
-    fig, axes = plt.subplots(1, len(backbones), figsize=(5 * len(backbones), 3.6), squeeze=False)
+    fig, axes = subplots(ncols=len(backbones))
     for ax, backbone in zip(axes[0], backbones):
         for arm in ARMS:
             mine = [r for r in rows if r["backbone"] == backbone and r["arm"] == arm]
@@ -268,10 +268,12 @@ def plots(result: dict, out: Path, suffix: str) -> None:
         ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="oracle Gen.-PPL", title=backbone.upper())
         nfes = sorted({r["nfe"] for r in rows})
         ax.set_xticks(nfes, [str(n) for n in nfes])
+        ax.xaxis.set_minor_formatter(NullFormatter())  # the NFE labels only, not the log axis' 2x10^1
         ax.legend()
+    fig.tight_layout()
     fig.savefig(out / f"genppl_vs_nfe{suffix}.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    fig, axes = plt.subplots(1, len(backbones), figsize=(5 * len(backbones), 3.6), squeeze=False)
+    fig, axes = subplots(ncols=len(backbones))
     for ax, backbone in zip(axes[0], backbones):
         for arm, color in (("baseline", "tab:orange"), ("tokendrift", "tab:green")):
             for nfe, style in zip(DYNAMICS_NFES, ("-", "--")):
@@ -279,6 +281,7 @@ def plots(result: dict, out: Path, suffix: str) -> None:
                 ax.plot([s for s, _ in curve], [v for _, v in curve], style, color=color, marker="o", markersize=3, label=f"{arm}, NFE {nfe}")
         ax.set(yscale="log", xlabel="continuation step", ylabel="oracle Gen.-PPL (mean over seeds)", title=backbone.upper())
         ax.legend(fontsize=8)
+    fig.tight_layout()
     fig.savefig(out / f"genppl_vs_step{suffix}.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
