@@ -18,17 +18,20 @@ install: $(BIN)/tokendrift
 demo: install
 	$(BIN)/tokendrift train
 
+# Two workers (pytest-xdist), one per core of CI's machine; worksteal moves queued tests from a
+# busy worker to an idle one, so the long slow tests, collected first (tests/conftest.py), finish
+# beside the short ones rather than after them.
 test: install
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 # The numerically sensitive tests again on PyTorch's other CPU kernels, AVX2 and plain C++ (an
 # AVX-512 machine has run the third in `make test`), on one thread: a tolerance that one
-# machine's rounding happens to meet fails here, not for a user. About 1.5 minutes on 2 cores.
+# machine's rounding happens to meet fails here, not for a user. Two workers, as `make test`.
 NUMERIC_TESTS := tests/test_drift.py tests/test_diffusion.py tests/test_metrics.py tests/test_checkpoints.py \
 	tests/test_dit.py tests/test_probe.py tests/test_synthetic.py
 test-numerics: install
 	for capability in avx2 default; do \
-		ATEN_CPU_CAPABILITY=$$capability OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" $(NUMERIC_TESTS) || exit 1; \
+		ATEN_CPU_CAPABILITY=$$capability OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not slow" $(NUMERIC_TESTS) || exit 1; \
 	done
 
 # What to lint and type-check is configured in pyproject.toml ([tool.ruff], [tool.mypy]).

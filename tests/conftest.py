@@ -4,10 +4,24 @@ import pytest
 import torch
 from tiny_language import everything, tiny  # noqa: F401  (fixtures shared by the exact-statistics tests)
 
-# Two cores are shared by everything on the CI machine; one thread keeps runs comparable.
+# Two cores are shared by everything on the CI machine; one thread keeps runs comparable. `make
+# test` runs two pytest workers, one per core: every process a test starts (benchmark scripts,
+# torchrun's workers) gets one thread too, so that the two workers do not oversubscribe the cores.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# torchrun's rendezvous on a free port of its own (`--standalone`, read from the environment so a
+# command stays as the README writes it), not the fixed 29500 that two workers' torchrun tests,
+# or two checkouts' test runs, would both take at once.
+os.environ.setdefault("PET_STANDALONE", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (pytest's sort is stable): under `make test`'s worksteal one worker
+    starts on them while the other runs the short ones and takes queued tests from the first
+    when idle, instead of a long test starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_report_header(config):
