@@ -206,8 +206,8 @@ def main() -> None:
     steps = {"tiny": 5 if args.quick else 20, "small": 2}
     # A CPU step of the small model takes seconds: it runs once, the tiny one `--repeats` times.
     repeats = {"tiny": 1 if args.quick else args.repeats, "small": 1}
-    compiled = COMPILED_QUICK if args.quick else COMPILED
-    measurements = [(kind, False) for kind in KINDS] + [(kind, True) for kind in compiled]
+    compiled_kinds = COMPILED_QUICK if args.quick else COMPILED
+    measurements = [(kind, False) for kind in KINDS] + [(kind, True) for kind in compiled_kinds]
     load_before, started = os.getloadavg(), time.time()
     rows = []
     with tempfile.TemporaryDirectory(prefix="speed-inductor-") as caches:
@@ -226,7 +226,7 @@ def main() -> None:
                              **({"compile_s": compile_s[0], "compile_s_cached": statistics.median(compile_s[1:]) if len(done) > 1 else None}
                                 if compiled else {})})
     command = "python benchmarks/speed.py" + (" --quick" if args.quick else "") + (f" --threads {args.threads}" if args.threads != 1 else "")
-    result = {"rows": rows, **summarise(rows, sizes, compiled), "command": command, "threads": args.threads,
+    result = {"rows": rows, **summarise(rows, sizes, compiled_kinds), "command": command, "threads": args.threads,
               "load_average": {"before": load_before, "after": os.getloadavg()}, "minutes": (time.time() - started) / 60}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / ("speed-quick.json" if args.quick else "speed.json")).write_text(json.dumps(result, indent=2) + "\n")
