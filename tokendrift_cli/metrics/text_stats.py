@@ -12,14 +12,13 @@ from tokendrift_cli.metrics.uncertainty import mean_se
 def sample_entropy(samples: Sequence[Sequence[Hashable]]) -> float:
     """Mean over samples of the entropy (nats) of each sample's own token counts, as the DUO
     repository's `record_entropy` computes it. Repetitive samples score low."""
-    entropies = sample_entropies(samples)
-    return sum(entropies) / len(entropies) if entropies else float("nan")
+    return sample_entropy_with_se(samples)["entropy"]
 
 
 def sample_entropy_with_se(samples: Sequence[Sequence[Hashable]]) -> dict:
     """{entropy, entropy_se}: sample_entropy and its standard error over samples, as every report gives them."""
     entropies = sample_entropies(samples)
-    return {"entropy": sum(entropies) / len(entropies), "entropy_se": mean_se(entropies)}
+    return {"entropy": sum(entropies) / len(entropies) if entropies else float("nan"), "entropy_se": mean_se(entropies)}
 
 
 def sample_entropies(samples: Sequence[Sequence[Hashable]]) -> list[float]:
