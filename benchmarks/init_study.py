@@ -44,6 +44,21 @@ PLANS = {
 TARGET = 1.25  # an init "close to the exact denoiser": NFE-4 Gen.-PPL within this factor
 
 
+def locations(out: Path, quick: bool) -> tuple[Path, Path]:
+    """(the study's report init_study[-quick].json, the folder its runs go in), under `out`."""
+    return out / f"init_study{'-quick' if quick else ''}.json", out / f"init-study-{'quick' if quick else 'full'}"
+
+
+def run_folder(work: Path, backbone: str, size: str) -> Path:
+    """The study's one run of `backbone` at `size`: its checkpoint at each budget is that budget's model."""
+    return work / f"{backbone}-{size}"
+
+
+def checkpoint_model(work: Path, backbone: str, size: str, steps: int) -> Path:
+    """The model the study's run of `backbone` at `size` had after `steps` steps."""
+    return run_folder(work, backbone, size) / "checkpoints" / f"checkpoint-{steps}" / "model"
+
+
 def train_to(out: Path, steps: int, backbone: str, size: str, plan: dict) -> dict:
     """The run `out` continued (or started) up to `steps`; constant rate, so one long run is every budget."""
     done = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else None
@@ -128,12 +143,9 @@ def main() -> None:
     parser.add_argument("--backbones", default="duo,mdlm")
     parser.add_argument("--sizes", default=None, help="default: the plan's, tiny then mini")
     args = parser.parse_args()
-    mode = "quick" if args.quick else "full"
-    plan = PLANS[mode]
-    suffix = "" if mode == "full" else "-quick"
-    work = args.out / f"init-study-{mode}"
+    plan = PLANS["quick" if args.quick else "full"]
+    report, work = locations(args.out, args.quick)
     work.mkdir(parents=True, exist_ok=True)
-    report = args.out / f"init_study{suffix}.json"
     result = json.loads(report.read_text()) if report.is_file() else {"rows": [], "exact": {}, "choice": {}}
     from tokendrift_cli.data.synthetic import SyntheticLanguage
 
@@ -154,7 +166,7 @@ def main() -> None:
             if mine:
                 result["choice"][backbone] = choose(mine, exact)
         atomic_write_text(report, json.dumps(result, indent=2) + "\n")
-        atomic_write_text(args.out / f"init_study{suffix}.md", markdown(result))
+        atomic_write_text(report.with_suffix(".md"), markdown(result))
         print(f"[{time.perf_counter() - started:.0f} s] {stage}", flush=True)
 
     backbones = args.backbones.split(",")
@@ -166,11 +178,11 @@ def main() -> None:
     for size in (args.sizes.split(",") if args.sizes else list(plan["budgets"])):
         for steps in plan["budgets"][size]:
             for backbone in backbones:
-                run = work / f"{backbone}-{size}"
+                run = run_folder(work, backbone, size)
                 if any((r["backbone"], r["size"], r["steps"]) == (backbone, size, steps) for r in result["rows"]):
                     continue
                 train_to(run, steps, backbone, size, plan)
-                rows = judge([str(run / "checkpoints" / f"checkpoint-{steps}" / "model")], plan, work / f"{backbone}-{size}-{steps}-eval")
+                rows = judge([str(checkpoint_model(work, backbone, size, steps))], plan, work / f"{backbone}-{size}-{steps}-eval")
                 result["rows"].append({"backbone": backbone, "size": size, "steps": steps, "val_nelbo": val_nelbo_at(run, steps),
                                        "gen_ppl": {str(r["nfe"]): r["gen_ppl"] for r in rows},
                                        "entropy": {str(r["nfe"]): r["entropy"] for r in rows}})

@@ -286,11 +286,12 @@ def plots(result: dict, out: Path, suffix: str) -> None:
     plt.close(fig)
 
 
-def init_recipes(study_file: Path, study_work: Path) -> dict:
-    """Per backbone, the pretraining recipe of the init benchmarks/init_study.py chose, and where
-    that study kept the checkpoint (`study_work`; reused when it is still there)."""
-    from init_study import choose
+def init_recipes(out: Path, quick: bool) -> dict:
+    """Per backbone, the pretraining recipe of the init benchmarks/init_study.py (run into `out`)
+    chose, and where that study kept the checkpoint (reused when it is still there)."""
+    from init_study import checkpoint_model, choose, locations
 
+    study_file, study_work = locations(out, quick)
     if not study_file.is_file():
         sys.exit(f"--init-study: {study_file} not found; run benchmarks/init_study.py first")
     study = json.loads(study_file.read_text())
@@ -301,8 +302,7 @@ def init_recipes(study_file: Path, study_work: Path) -> dict:
             choice = choose(rows, exact)
             recipes[backbone] = {"pretrain_steps": choice["steps"], "pretrain_size": choice["size"],
                                  "pretrain_lr": study["plan"]["lr"], "pretrain_warmup": study["plan"]["warmup"],
-                                 "checkpoint": str(study_work / f"{backbone}-{choice['size']}" / "checkpoints"
-                                                   / f"checkpoint-{choice['steps']}" / "model")}
+                                 "checkpoint": str(checkpoint_model(study_work, backbone, choice["size"], choice["steps"]))}
     return recipes
 
 
@@ -339,9 +339,7 @@ def main() -> None:
     mode = "quick" if args.quick else "converged" if args.init_study else "full"
     plan = PLANS["quick" if args.quick else "full"]
     if args.init_study:
-        study_mode = "quick" if args.quick else "full"
-        plan = {**plan, "init_recipes": init_recipes(args.out / ("init_study-quick.json" if args.quick else "init_study.json"),
-                                                      args.out / f"init-study-{study_mode}")}
+        plan = {**plan, "init_recipes": init_recipes(args.out, args.quick)}
     args.out.mkdir(parents=True, exist_ok=True)
     study = Study(plan, args.work or args.out / f"runs-{mode}", [a for item in args.extra for a in ("--set", item)])
     suffix = "" if mode == "full" else f"-{mode}"

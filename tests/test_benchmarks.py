@@ -341,7 +341,7 @@ def test_init_study_quick_and_the_recipe_reproduce_takes_from_it(tmp_path):
     from init_study import choose
     from reproduce import PLANS, Study, init_recipes
 
-    recipes = init_recipes(tmp_path / "init_study-quick.json", tmp_path / "init-study-quick")
+    recipes = init_recipes(tmp_path, quick=True)
     for backbone, exact in study["exact"].items():
         rows = [r for r in study["rows"] if r["backbone"] == backbone]
         best = min(rows, key=lambda r: r["gen_ppl"]["4"])  # nothing is within 1.25x the exact after 8 steps
