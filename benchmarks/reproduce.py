@@ -13,6 +13,8 @@ For each backbone (MDLM, DUO):
     python benchmarks/reproduce.py            # full run: about 1.5 hours on an idle 2-core CPU, one thread per command
     python benchmarks/reproduce.py --quick    # a few minutes, for smoke tests
     python benchmarks/reproduce.py --backbones duo & python benchmarks/reproduce.py --backbones mdlm   # one per core
+    python benchmarks/reproduce.py --init-study --variant micro-steps --set optim.grad_accum=8 --set drift.queue_size=128
+        # TokenDrift under other settings: only its arm is trained again, into reproduce-converged-micro-steps.*
 
 Every step is a `tokendrift` command, printed as it runs. A step whose output folder holds a
 `results.json` is not run again, so an interrupted run continues where it stopped; after each
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shlex
 import shutil
 import statistics
@@ -64,8 +67,14 @@ def tokendrift(*args: str, out: Path, fresh: bool = True) -> dict:
 
 
 class Study:
-    def __init__(self, plan: dict, work: Path, extra: list[str]):
-        self.plan, self.work, self.extra = plan, work, extra
+    def __init__(self, plan: dict, work: Path, extra: list[str], variant: str = ""):
+        # A variant is TokenDrift under other settings (`extra`). Only the folders that hold TokenDrift's
+        # output carry its name: the exact denoiser, the init and the baseline runs are the defaults' study's.
+        self.plan, self.work, self.extra, self.variant = plan, work, extra, variant
+
+    def named(self, folder: str) -> str:
+        """`folder` for this variant's TokenDrift output."""
+        return f"{folder}-{self.variant}" if self.variant else folder
 
     def common(self, backbone: str, seed: int) -> list[str]:
         return ["--backbone", backbone, "--seed", str(seed), "--batch-size", str(self.plan["batch_size"]),
@@ -94,7 +103,7 @@ class Study:
         return out
 
     def continue_(self, backbone: str, arm: str, lr: float, seed: int, steps: int, name: str) -> Path:
-        out = self.work / name
+        out = self.work / (self.named(name) if arm == "tokendrift" else name)
         extra = self.extra if arm == "tokendrift" else []
         tokendrift(
             "train", *self.common(backbone, seed), "--init", str(self.work / f"{backbone}-init"),
@@ -140,13 +149,13 @@ class Study:
             runs = {"init": self.work / f"{backbone}-init"}
             for arm in ("baseline", "tokendrift"):
                 runs[arm] = self.continue_(backbone, arm, lr, seed, self.plan["continue_steps"], f"{backbone}-{arm}-seed{seed}")
-            judged = self.judge(list(runs.values()), self.plan["nfes"], seed, self.work / f"{backbone}-eval-seed{seed}")
+            judged = self.judge(list(runs.values()), self.plan["nfes"], seed, self.work / self.named(f"{backbone}-eval-seed{seed}"))
             floor = floor or judged["floor"]
             arm_of = {str(path): arm for arm, path in runs.items()}
             per_seed += [{"backbone": backbone, "arm": arm_of[r["source"]], "seed": seed, **_metrics(r)} for r in judged["rows"]]
             checkpoints = {str(c / "model"): (arm, int(c.name.split("-")[1]))
                            for arm in ("baseline", "tokendrift") for c in (runs[arm] / "checkpoints").glob("checkpoint-*")}
-            scored = self.judge([Path(c) for c in checkpoints], DYNAMICS_NFES, seed, self.work / f"{backbone}-dynamics-seed{seed}")
+            scored = self.judge([Path(c) for c in checkpoints], DYNAMICS_NFES, seed, self.work / self.named(f"{backbone}-dynamics-seed{seed}"))
             dynamics += [{"backbone": backbone, "arm": checkpoints[r["source"]][0], "seed": seed, "step": checkpoints[r["source"]][1],
                           "nfe": r["nfe"], "gen_ppl": r["gen_ppl"], "entropy": r["entropy"]} for r in scored["rows"]]
             dynamics += [{"backbone": backbone, "arm": arm, "seed": seed, "step": 0, "nfe": r["nfe"], "gen_ppl": r["gen_ppl"],
@@ -329,25 +338,31 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--work", type=Path, default=None, help="where the runs go (default: <out>/runs-<mode>)")
     parser.add_argument("--backbones", default="mdlm,duo")
-    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for the TokenDrift arm")
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for the TokenDrift arm (needs --variant)")
+    parser.add_argument("--variant", default="", help="name of the TokenDrift setting --set gives: its runs and "
+                        "reproduce-<mode>-<variant>.* sit beside the defaults' study, sharing its init and baseline runs")
     parser.add_argument("--init-study", action="store_true",
                         help="pretrain each backbone's init with the recipe benchmarks/init_study.py chose (closest to the "
                         "exact denoiser); results go to reproduce-converged.*")
     parser.add_argument("--exact-only", action="store_true",
                         help="add the exact denoiser's rows (and model error) to the study in <out>, running nothing else")
     args = parser.parse_args()
+    if args.extra and not args.variant:
+        sys.exit("--set changes the TokenDrift arm: name that setting with --variant, or it would overwrite the defaults' study")
+    if args.variant and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", args.variant):
+        sys.exit(f"--variant {args.variant!r}: use lower-case letters, digits and '-' (it names folders and files)")
     mode = "quick" if args.quick else "converged" if args.init_study else "full"
     plan = PLANS["quick" if args.quick else "full"]
     if args.init_study:
         plan = {**plan, "init_recipes": init_recipes(args.out, args.quick)}
     args.out.mkdir(parents=True, exist_ok=True)
-    study = Study(plan, args.work or args.out / f"runs-{mode}", [a for item in args.extra for a in ("--set", item)])
-    suffix = "" if mode == "full" else f"-{mode}"
+    study = Study(plan, args.work or args.out / f"runs-{mode}", [a for item in args.extra for a in ("--set", item)], args.variant)
+    suffix = ("" if mode == "full" else f"-{mode}") + (f"-{args.variant}" if args.variant else "")
     started = time.perf_counter()
+    which = (" --quick" if args.quick else "") + (" --init-study" if args.init_study else "") + (f" --variant {args.variant}" if args.variant else "")
     result = {"rows": [], "per_seed": [], "reductions": [], "floor": {}, "dynamics": [], "sweep": [], "lr": {},
-              "plan": {**plan, "mode": mode, "tokendrift_overrides": args.extra},
-              "command": "python benchmarks/reproduce.py" + (" --quick" if args.quick else "") + (" --init-study" if args.init_study else "")
-              + "".join(f" --set {e}" for e in args.extra)}
+              "plan": {**plan, "mode": mode, "tokendrift_overrides": args.extra, "variant": args.variant},
+              "command": "python benchmarks/reproduce.py" + which + "".join(f" --set {e}" for e in args.extra)}
     from tokendrift_cli.data.synthetic import SyntheticLanguage
 
     floor_exact = math.exp(SyntheticLanguage().entropy(plan["seq_len"]))
@@ -359,7 +374,7 @@ def main() -> None:
         arms = [{k: v for k, v in r.items() if k != "model_error"} for r in result["per_seed"] if r["arm"] != "exact"]
         result["per_seed"] = [row for backbone in backbones for row in study.exact_runs(backbone)] + arms  # a full run's order
         result.update(floor_exact=floor_exact, per_seed=with_model_error(result["per_seed"]),
-                      exact_command="python benchmarks/reproduce.py --exact-only" + (" --quick" if args.quick else ""))
+                      exact_command="python benchmarks/reproduce.py --exact-only" + which)
         publish(result, args.out, suffix, backbones)
         print(markdown(result))
         return

@@ -55,6 +55,22 @@ def test_reproduce_quick(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "$ tokendrift" not in again.stdout
     assert json.loads((tmp_path / "reproduce-quick.json").read_text())["rows"] == result["rows"]
+    # TokenDrift under other settings is a named variant: only its arm is trained again, beside the study.
+    script = [sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--quick", "--out", str(tmp_path)]
+    unnamed = subprocess.run([*script, "--set", "optim.grad_accum=2"], capture_output=True, text=True, timeout=300)
+    assert unnamed.returncode != 0 and "--variant" in unnamed.stderr and "Traceback" not in unnamed.stderr
+    done = subprocess.run([*script, "--variant", "accum2", "--set", "optim.grad_accum=2"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trained = [line for line in done.stdout.splitlines() if line.startswith("$ tokendrift train")]
+    assert len(trained) == 2 * 3 and all("--objective tokendrift" in t and "optim.grad_accum=2" in t for t in trained)
+    assert json.loads((tmp_path / "reproduce-quick.json").read_text())["rows"] == result["rows"]
+    variant = json.loads((tmp_path / "reproduce-quick-accum2.json").read_text())
+    assert variant["command"].endswith("--quick --variant accum2 --set optim.grad_accum=2")
+    shared = [r for r in result["rows"] if r["arm"] != "tokendrift"]  # the same runs, judged with the same seeds
+    assert [r for r in variant["rows"] if r["arm"] != "tokendrift"] == shared
+    assert [r for r in variant["rows"] if r["arm"] == "tokendrift"] != [r for r in result["rows"] if r["arm"] == "tokendrift"]
+    spec = yaml.safe_load((tmp_path / "runs-quick" / "duo-tokendrift-seed1-accum2" / "spec.yaml").read_text())
+    assert spec["optim"]["grad_accum"] == 2 and spec["objective"] == "tokendrift"
 
     # ablate.py continues the checkpoints reproduce.py pretrained
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablate.py"), "--quick", "--out", str(tmp_path)],
