@@ -124,7 +124,7 @@ def test_compiled_dropout_draws_what_eager_draws():
     ids = torch.randint(0, 10, (4, 8), generator=torch.Generator().manual_seed(1))
     logits = {}
     for setting in (False, True):
-        compile_modules([model], setting, torch.device("cpu"), "optim.compile")
+        compile_modules([model], setting, torch.device("cpu"), "optim.compile", pytest.fail)
         torch.manual_seed(2)
         logits[setting] = model(input_ids=ids).logits
     with torch.no_grad():
@@ -153,7 +153,7 @@ def test_auto_compiles_on_cuda_only_and_asks_nothing_of_an_eager_run(monkeypatch
     assert (wanted("auto", cpu), wanted("auto", cuda), wanted(True, cpu), wanted(False, cuda)) == (False, True, True, False)
     module = torch.nn.Linear(2, 2)
     monkeypatch.setattr("tokendrift_cli.models.compiling.unavailable", lambda device: pytest.fail("checked an eager run's compiler"))
-    assert compile_modules([module], "auto", cpu, "optim.compile") is None
+    compile_modules([module], "auto", cpu, "optim.compile", lambda line: pytest.fail(f"said {line!r}"))
     assert module._compiled_call_impl is None  # what nn.Module's in-place compile sets
 
 

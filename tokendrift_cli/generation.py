@@ -37,9 +37,7 @@ def load_for_sampling(reference: str, weights: str = "ema", seq_len: int | None 
         diffusion = DiffusionSpec()
     else:
         model = load_denoiser(reference, weights=weights).to(default_device()).eval()  # type: ignore[arg-type]  # transformers wraps Module.to with functools.wraps, whose hints take self first
-        why_not = compile_modules([model], compiled, model.device, "sampling.compile")
-        if why_not:
-            note(why_not)
+        compile_modules([model], compiled, model.device, "sampling.compile", note)
         tokenizer = load_tokenizer_for(reference)
         run = train_run(reference)  # a train run samples with the process it was trained with
         diffusion = run.recorded("diffusion", DiffusionSpec) if run else DiffusionSpec()

@@ -198,9 +198,7 @@ def _objective(spec: TrainSpec, model, accelerator: Accelerator):
 def _compile(spec: TrainSpec, model, objective, accelerator: Accelerator, ui: UI) -> None:
     """torch.compile the denoiser and TokenDrift's frozen encoder, as optim.compile says."""
     networks = [accelerator.unwrap_model(model)] + ([objective.encoder] if isinstance(objective, TokenDrift) else [])
-    note = compile_modules(networks, spec.optim.compile, accelerator.device, "optim.compile")
-    if note:
-        ui.note(note)
+    compile_modules(networks, spec.optim.compile, accelerator.device, "optim.compile", ui.note)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ inductor is told to call torch's own random kernels rather than its own generato
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -46,21 +47,21 @@ def unavailable(device: torch.device) -> str | None:
     return None
 
 
-def compile_modules(modules: list[nn.Module], setting: Compile, device: torch.device, field: str) -> str | None:
-    """Compile `modules` in place when `setting` asks for it and the machine can; returns the one
-    line saying why they stay eager where compilation was asked for (explicitly or by `auto`) and
-    cannot run, else None."""
+def compile_modules(modules: list[nn.Module], setting: Compile, device: torch.device, field: str, note: Callable[[str], None]) -> None:
+    """Compile `modules` in place when `setting` (the spec's `field`) asks for it and the machine
+    can; where compilation was asked for (explicitly or by `auto`) and cannot run, `note` gets the
+    one line saying why they stay eager."""
     if not wanted(setting, device):
-        return None
+        return
     reason = unavailable(device)
     if reason:
-        return f"{field}: running eager: {reason}"
+        note(f"{field}: running eager: {reason}")
+        return
     import torch._inductor.config
 
     torch._inductor.config.fallback_random = True  # the same dropout draws as eager: runs compare and resume across
     for module in modules:
         module.compile()
-    return None
 
 
 def adamw(parameters, device: torch.device, **settings) -> torch.optim.AdamW:
