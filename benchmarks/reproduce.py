@@ -348,9 +348,9 @@ def main() -> None:
                         help="add the exact denoiser's rows (and model error) to the study in <out>, running nothing else")
     args = parser.parse_args()
     if args.extra and not args.variant:
-        sys.exit("--set changes the TokenDrift arm: name that setting with --variant, or it would overwrite the defaults' study")
+        parser.error("--set changes the TokenDrift arm: name that setting with --variant, or it would overwrite the defaults' study")
     if args.variant and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", args.variant):
-        sys.exit(f"--variant {args.variant!r}: use lower-case letters, digits and '-' (it names folders and files)")
+        parser.error(f"--variant {args.variant!r}: use lower-case letters, digits and '-' (it names folders and files)")
     mode = "quick" if args.quick else "converged" if args.init_study else "full"
     plan = PLANS["quick" if args.quick else "full"]
     if args.init_study:

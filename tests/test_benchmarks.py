@@ -57,8 +57,10 @@ def test_reproduce_quick(tmp_path):
     assert json.loads((tmp_path / "reproduce-quick.json").read_text())["rows"] == result["rows"]
     # TokenDrift under other settings is a named variant: only its arm is trained again, beside the study.
     script = [sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--quick", "--out", str(tmp_path)]
+    before = sorted(tmp_path.rglob("*"))
     unnamed = subprocess.run([*script, "--set", "optim.grad_accum=2"], capture_output=True, text=True, timeout=300)
-    assert unnamed.returncode != 0 and "--variant" in unnamed.stderr and "Traceback" not in unnamed.stderr
+    assert unnamed.returncode == 2 and "--variant" in unnamed.stderr and "Traceback" not in unnamed.stderr
+    assert sorted(tmp_path.rglob("*")) == before  # refused before anything is written
     done = subprocess.run([*script, "--variant", "accum2", "--set", "optim.grad_accum=2"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     trained = [line for line in done.stdout.splitlines() if line.startswith("$ tokendrift train")]
